@@ -1,0 +1,251 @@
+"""Protocol v1: from a source's canonical table to the train / val / test / classes tables and the manifest.
+
+``docs/protocol.md`` is the readable statement of what this module does; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import scipy
+
+from meid_bench import __version__
+from meid_bench.build import readers
+from meid_bench.build.profile import PROFILES, class_targets
+from meid_bench.build.select import fidelity, select_videos
+from meid_bench.build.split_io import CLASS_SCHEMA, SPLIT_FORMAT, SPLIT_FORMAT_VERSION, write_split
+from meid_bench.build.table import VideoTable
+from meid_bench.errors import MeidBenchError
+
+PROTOCOL_VERSION = "v1"
+BENCHMARKS = ("charadeslt", "charadesegolt", "videolt")
+SOURCE_FOLDERS = {"charadeslt": "charades", "charadesegolt": "charadesego", "videolt": "videolt"}
+# Group thresholds on training videos per class: head if count > head_above, tail if count < tail_below.
+DEFAULT_GROUPS = {"charadeslt": (100, 20), "charadesegolt": (100, 20), "videolt": (500, 101)}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    benchmark: str
+    imbalance: float = 100.0
+    profile: str = "exponential"
+    seed: int = 0
+    view: str = "ego"
+    head_above: int | None = None
+    tail_below: int | None = None
+    val_per_class: int = 20
+
+    def resolved(self) -> "BuildOptions":
+        if self.benchmark not in BENCHMARKS:
+            raise MeidBenchError(f"unknown benchmark {self.benchmark!r}: choose one of {', '.join(BENCHMARKS)}")
+        if self.profile not in PROFILES:
+            raise MeidBenchError(f"--profile {self.profile!r}: choose one of {', '.join(PROFILES)}")
+        if not np.isfinite(self.imbalance) or self.imbalance < 1:
+            raise MeidBenchError(f"--imbalance {self.imbalance}: must be >= 1 (largest / smallest class target)")
+        if self.val_per_class < 0:
+            raise MeidBenchError(f"--val-per-class {self.val_per_class}: must be >= 0")
+        head, tail = DEFAULT_GROUPS[self.benchmark]
+        head = head if self.head_above is None else self.head_above
+        tail = tail if self.tail_below is None else self.tail_below
+        if tail > head + 1:
+            raise MeidBenchError(f"--tail-below {tail} is above --head-above {head} + 1: the groups would overlap")
+        return BuildOptions(**{**asdict(self), "head_above": head, "tail_below": tail})
+
+    def parameters(self) -> dict:
+        """The options that define the benchmark (recorded in the manifest)."""
+        values = asdict(self)
+        if self.benchmark == "videolt":  # VideoLT keeps its own splits: no profile, selection or view
+            for name in ("imbalance", "profile", "view", "val_per_class", "seed"):
+                values.pop(name)
+        elif self.benchmark == "charadeslt":
+            values.pop("view")
+        return values
+
+
+@dataclass
+class BuiltSplit:
+    tables: dict[str, pa.Table]
+    manifest: dict
+
+
+def assign_groups(train_counts: np.ndarray, head_above: int, tail_below: int) -> np.ndarray:
+    return np.where(train_counts > head_above, "head", np.where(train_counts < tail_below, "tail", "medium"))
+
+
+def _software() -> dict:
+    return {"meid_bench": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "pyarrow": pa.__version__}
+
+
+def _subset(videos: VideoTable, name: str) -> VideoTable:
+    return videos.take(np.flatnonzero(videos.subset == name))
+
+
+def _fill_validation(pool: VideoTable, num_classes: int, per_class: int, seed: int) -> np.ndarray:
+    """Rows of ``pool`` for validation: classes from the rarest in the pool up, each topped up with pool videos in
+    a seeded random order until it has ``min(per_class, available)`` positives."""
+    rng = np.random.default_rng([seed, 1])
+    order = rng.permutation(len(pool))
+    available = pool.class_counts(num_classes)
+    chosen = np.zeros(len(pool), dtype=bool)
+    have = np.zeros(num_classes, dtype=np.int64)
+    rows_of_class = [[] for _ in range(num_classes)]
+    for row in order:  # rows of each class, in the seeded order
+        for k in pool.labels_of(row):
+            rows_of_class[k].append(row)
+    for k in np.lexsort((np.arange(num_classes), available)):
+        goal = min(per_class, available[k])
+        for row in rows_of_class[k]:
+            if have[k] >= goal:
+                break
+            if not chosen[row]:
+                chosen[row] = True
+                have[pool.labels_of(row)] += 1
+    return np.flatnonzero(chosen)
+
+
+def _class_table(classes: readers.ClassList, original: np.ndarray, targets: np.ndarray | None,
+                 splits: dict[str, VideoTable], seconds: np.ndarray | None, groups: np.ndarray) -> pa.Table:
+    num_classes = len(classes)
+    columns = [
+        pa.array(np.arange(num_classes, dtype=np.int32)),
+        pa.array(classes.keys, type=pa.string()),
+        pa.array(classes.names, type=pa.string()),
+        pa.array(original.astype(np.int64)),
+        pa.array(targets if targets is not None else np.full(num_classes, np.nan), type=pa.float64(),
+                 from_pandas=True),
+        *[pa.array(splits[name].class_counts(num_classes)) for name in ("train", "val", "test")],
+        pa.array(seconds if seconds is not None else np.full(num_classes, np.nan), type=pa.float64(),
+                 from_pandas=True),
+        pa.array(groups.tolist(), type=pa.string()),
+    ]
+    return pa.Table.from_arrays(columns, schema=CLASS_SCHEMA)
+
+
+def build_benchmark(options: BuildOptions, annotations: Path) -> BuiltSplit:
+    """Read the source files in ``annotations`` and build the split tables and manifest (nothing is written)."""
+    options = options.resolved()
+    annotations = Path(annotations)
+    if not annotations.is_dir():
+        raise MeidBenchError(f"{annotations}: annotation folder not found; pass the folder that holds the "
+                             f"{SOURCE_FOLDERS[options.benchmark]} files with --annotations")
+    if options.benchmark == "videolt":
+        return _build_videolt(options, annotations)
+    if options.benchmark == "charadeslt":
+        source = readers.read_charades(annotations)
+    else:
+        source = readers.read_charades_ego(annotations, options.view)
+    return _build_long_tailed(options, source)
+
+
+def _build_long_tailed(options: BuildOptions, source: readers.SourceData) -> BuiltSplit:
+    classes, num_classes = source.classes, len(source.classes)
+    train_all = _subset(source.videos, "train")
+    labelled = train_all.num_labels > 0
+    pool = train_all.take(np.flatnonzero(labelled))
+    original = pool.class_counts(num_classes)
+    if (original == 0).any():
+        missing = classes.keys[int(np.flatnonzero(original == 0)[0])]
+        raise MeidBenchError(f"class {missing} has no training video in the annotations; every class needs one "
+                             "(check that the train file is complete)")
+    targets = class_targets(original, options.imbalance, options.profile)
+    if targets.min() < 1:
+        smallest = classes.keys[int(np.argmin(targets))]
+        raise MeidBenchError(f"--imbalance {options.imbalance:g}: the {options.profile} profile leaves class "
+                             f"{smallest} a target of {targets.min():.2f} videos (< 1); lower --imbalance to at "
+                             f"most {options.imbalance * targets.min():.0f}")
+    selection = select_videos(pool.label_offsets, pool.label_values, targets, options.seed)
+    train = pool.take(np.flatnonzero(selection.selected))
+
+    rest = ~selection.selected
+    if "paired_video" in pool.extra:  # the other view of a kept video would leak its content into validation
+        kept_ids = set(train.video_ids.tolist())
+        rest &= np.array([p not in kept_ids for p in pool.extra["paired_video"]], dtype=bool)
+    remainder = pool.take(np.flatnonzero(rest))
+    val = remainder.take(_fill_validation(remainder, num_classes, options.val_per_class, options.seed))
+
+    test_all = _subset(source.videos, "test")
+    test = test_all.take(np.flatnonzero(test_all.num_labels > 0))
+    test_counts = test.class_counts(num_classes)
+    if (test_counts == 0).any():
+        missing = classes.keys[int(np.flatnonzero(test_counts == 0)[0])]
+        raise MeidBenchError(f"class {missing} has no positive video in the test file; every class must be "
+                             "evaluable (check that the test file is complete)")
+
+    splits = {"train": train, "val": val, "test": test}
+    groups = assign_groups(train.class_counts(num_classes), options.head_above, options.tail_below)
+    seconds = train.annotated_seconds(num_classes)
+    tables = {name: table.to_arrow() for name, table in splits.items()}
+    tables["classes"] = _class_table(classes, original, targets, splits, seconds, groups)
+    achieved = train.class_counts(num_classes)
+    manifest = _manifest(options, source, splits, groups)
+    manifest["selection"] = {
+        "objective": "sum_k log(a_k / t_k)^2",
+        "train_videos_original": int(len(train_all)),
+        "train_videos_without_labels": int((~labelled).sum()),
+        "train_videos_kept": int(len(train)),
+        "local_search_moves": int(selection.moves),
+        "val_pool_videos": int(len(remainder)),
+        "test_videos_without_labels_removed": int(len(test_all) - len(test)),
+    }
+    manifest["fidelity"] = fidelity(achieved, targets, options.imbalance)
+    positive = seconds > 0
+    manifest["frame_level"] = {
+        "train_seconds_total": float(seconds.sum()),
+        "train_seconds_max_over_min": float(seconds.max() / seconds[positive].min()) if positive.any() else None,
+        "train_videos_max_over_min": float(achieved.max() / achieved.min()),
+    }
+    return BuiltSplit(tables, manifest)
+
+
+def _build_videolt(options: BuildOptions, annotations: Path) -> BuiltSplit:
+    source, listed_counts = readers.read_videolt(annotations)
+    num_classes = len(source.classes)
+    splits = {"train": _subset(source.videos, "train"), "val": _subset(source.videos, "validate"),
+              "test": _subset(source.videos, "test")}
+    counts = splits["train"].class_counts(num_classes)
+    if not np.array_equal(counts, listed_counts):
+        k = int(np.flatnonzero(counts != listed_counts)[0])
+        raise MeidBenchError(f"{annotations / readers.VIDEOLT_COUNTS}: class {k} has {listed_counts[k]} train "
+                             f"videos listed but train.lst has {counts[k]}; the files do not belong together")
+    groups = assign_groups(counts, options.head_above, options.tail_below)
+    tables = {name: table.to_arrow() for name, table in splits.items()}
+    tables["classes"] = _class_table(source.classes, counts, None, splits, None, groups)
+    manifest = _manifest(options, source, splits, groups)
+    manifest["fidelity"] = {"train_videos_max_over_min": float(counts.max() / max(counts.min(), 1))}
+    return BuiltSplit(tables, manifest)
+
+
+def _manifest(options: BuildOptions, source: readers.SourceData, splits: dict[str, VideoTable],
+              groups: np.ndarray) -> dict:
+    return {
+        "format": SPLIT_FORMAT,
+        "format_version": SPLIT_FORMAT_VERSION,
+        "protocol": PROTOCOL_VERSION,
+        "benchmark": options.benchmark,
+        "parameters": options.parameters(),
+        "software": _software(),
+        "sources": source.sources,
+        "quirks": source.quirks,
+        "groups": {
+            "rule": "head: train_count > head_above; tail: train_count < tail_below; medium: the rest",
+            "head_above": options.head_above,
+            "tail_below": options.tail_below,
+            "sizes": {name: int((groups == name).sum()) for name in ("head", "medium", "tail")},
+        },
+        "rows": {name: len(table) for name, table in splits.items()} | {"classes": len(source.classes)},
+        "num_classes": len(source.classes),
+    }
+
+
+def build_and_write(options: BuildOptions, annotations: Path, out: Path, force: bool = False) -> Path:
+    out = Path(out)
+    if out.exists() and not force:  # fail before the work, not after
+        raise MeidBenchError(f"{out}: the output folder already exists; pass --force to replace it or --out to "
+                             "write elsewhere")
+    built = build_benchmark(options, annotations)
+    return write_split(out, built.tables, built.manifest, force=force)

@@ -1,0 +1,237 @@
+"""The split folder: writing it atomically and loading it with every checksum verified.
+
+A split folder holds four Parquet tables (``train``, ``val``, ``test``, ``classes``) and ``manifest.json``. The
+manifest records, for every table, its sha256, its row count and a content hash that does not depend on the
+Parquet encoder's version (see :func:`table_content_sha256`). ``docs/formats.md`` documents every column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from meid_bench.errors import MeidBenchError
+
+SPLIT_FORMAT = "meid-bench-split"
+SPLIT_FORMAT_VERSION = 1
+VIDEO_TABLES = ("train", "val", "test")
+TABLES = VIDEO_TABLES + ("classes",)
+GROUPS = ("head", "medium", "tail")
+
+# Schemas shared by every benchmark; sources may add optional columns after these (subject, scene, ...).
+VIDEO_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("labels", pa.list_(pa.int32())),
+        ("duration", pa.float64()),
+        ("segment_classes", pa.list_(pa.int32())),
+        ("segment_starts", pa.list_(pa.float64())),
+        ("segment_ends", pa.list_(pa.float64())),
+    ]
+)
+CLASS_SCHEMA = pa.schema(
+    [
+        ("class_id", pa.int32()),
+        ("class_key", pa.string()),
+        ("class_name", pa.string()),
+        ("original_train_count", pa.int64()),
+        ("target", pa.float64()),
+        ("train_count", pa.int64()),
+        ("val_count", pa.int64()),
+        ("test_count", pa.int64()),
+        ("train_seconds", pa.float64()),
+        ("group", pa.string()),
+    ]
+)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def table_content_sha256(table: pa.Table) -> str:
+    """A hash of a table's content (names, types, values, nulls), independent of how Parquet encoded it.
+
+    Byte checksums of Parquet files change with the writer's version; this hash does not, so a shipped reference
+    can be checked on any machine. Encoding: for each column in order, its name and type, then its values as
+    little-endian buffers (lists as int64 offsets plus flattened values; strings as UTF-8, each prefixed by its
+    length; a null marked by a validity byte).
+    """
+    digest = hashlib.sha256()
+    for name, column in zip(table.column_names, table.columns):
+        array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        digest.update(f"{name}:{array.type}\n".encode())
+        _hash_array(digest, array)
+    return digest.hexdigest()
+
+
+def _hash_array(digest: "hashlib._Hash", array: pa.Array) -> None:
+    validity = np.asarray(array.is_valid(), dtype=np.uint8) if len(array) else np.zeros(0, np.uint8)
+    digest.update(validity.tobytes())
+    kind = array.type
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        offsets = np.asarray(array.offsets, dtype="<i8")
+        digest.update((offsets - offsets[0]).tobytes() if len(offsets) else b"")
+        _hash_array(digest, array.flatten())
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        for value in array.to_pylist():
+            encoded = b"" if value is None else value.encode("utf-8")
+            digest.update(len(encoded).to_bytes(8, "little") + encoded)
+    elif pa.types.is_boolean(kind):
+        digest.update(np.asarray(array.fill_null(False), dtype=np.uint8).tobytes())
+    elif pa.types.is_integer(kind):
+        digest.update(np.asarray(array.fill_null(0).cast(pa.int64()), dtype="<i8").tobytes())
+    elif pa.types.is_floating(kind):
+        values = np.asarray(array.cast(pa.float64()).fill_null(0.0), dtype="<f8")
+        digest.update(values.tobytes())
+    else:
+        raise TypeError(f"no content hash for Arrow type {kind}")
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    # Fixed options so that the same pyarrow version always writes the same bytes.
+    pq.write_table(table, path, compression="zstd", compression_level=3, use_dictionary=False,
+                   write_statistics=False, store_schema=False)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A loaded, verified split folder.
+
+    ``train``, ``val`` and ``test`` have one row per video (``video_id``, ``labels`` as a list of class ids,
+    ``duration`` in seconds, the temporal segments as three parallel lists, plus source columns). ``classes``
+    has one row per class with its counts, its annotated seconds and its group.
+    """
+
+    path: Path
+    manifest: dict
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    classes: pd.DataFrame
+    checksum: str = field(default="")
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["benchmark"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def groups(self) -> dict[str, np.ndarray]:
+        """Class ids of each group (``head``, ``medium``, ``tail``), as stored with the split."""
+        group = self.classes["group"].to_numpy()
+        ids = self.classes["class_id"].to_numpy()
+        return {name: ids[group == name].astype(np.int64) for name in GROUPS}
+
+    def table(self, subset: str) -> pd.DataFrame:
+        if subset not in VIDEO_TABLES:
+            raise MeidBenchError(f"unknown subset {subset!r}: choose one of {', '.join(VIDEO_TABLES)}")
+        return getattr(self, subset)
+
+    def multi_hot(self, subset: str) -> np.ndarray:
+        """The [videos, classes] 0/1 target matrix (uint8) of one subset, rows in table order."""
+        labels = self.table(subset)["labels"]
+        out = np.zeros((len(labels), self.num_classes), dtype=np.uint8)
+        lengths = np.fromiter((len(x) for x in labels), dtype=np.int64, count=len(labels))
+        if lengths.sum():
+            rows = np.repeat(np.arange(len(labels)), lengths)
+            cols = np.concatenate([np.asarray(x, dtype=np.int64) for x in labels if len(x)])
+            out[rows, cols] = 1
+        return out
+
+
+def write_split(out: Path, tables: dict[str, pa.Table], manifest: dict, force: bool = False) -> Path:
+    """Write a split folder atomically: a temporary sibling folder, renamed into place when complete.
+
+    An existing folder is kept unless ``force``; with ``force`` it is replaced only after the new one is complete.
+    Returns the path. ``manifest`` gets its ``files`` entry filled here.
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        raise MeidBenchError(f"{out}: the output folder already exists; pass --force to replace it or --out to "
+                             "write elsewhere")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        files = {}
+        for name in TABLES:
+            path = staging / f"{name}.parquet"
+            write_parquet(tables[name], path)
+            files[path.name] = {"rows": tables[name].num_rows, "sha256": sha256_file(path),
+                                "content_sha256": table_content_sha256(tables[name])}
+        manifest = dict(manifest, files=files)
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+        os.chmod(staging, 0o755)
+        if out.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, retired / out.name)
+            os.replace(staging, out)
+            shutil.rmtree(retired)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def load_split(path: str | os.PathLike, verify: bool = True) -> Split:
+    """Load a split folder, verifying the manifest's checksums and row counts (set ``verify=False`` to skip)."""
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not path.is_dir():
+        raise MeidBenchError(f"{path}: no such split folder; build one with `meid-bench build BENCHMARK`")
+    if not manifest_path.is_file():
+        raise MeidBenchError(f"{manifest_path}: missing; this is not a complete split folder, rebuild it with "
+                             "`meid-bench build ... --force`")
+    raw = manifest_path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MeidBenchError(f"{manifest_path}: not valid JSON ({exc}); rebuild the split") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != SPLIT_FORMAT:
+        raise MeidBenchError(f"{manifest_path}: field 'format' is not {SPLIT_FORMAT!r}; not a meid-bench split")
+    if manifest.get("format_version") != SPLIT_FORMAT_VERSION:
+        raise MeidBenchError(f"{manifest_path}: field 'format_version' is {manifest.get('format_version')!r}, this "
+                             f"meid-bench reads version {SPLIT_FORMAT_VERSION}; rebuild the split")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise MeidBenchError(f"{manifest_path}: field 'files' is missing; rebuild the split")
+    frames = {}
+    for name in TABLES:
+        file_name = f"{name}.parquet"
+        entry = files.get(file_name)
+        file_path = path / file_name
+        if entry is None:
+            raise MeidBenchError(f"{manifest_path}: field 'files' has no entry for {file_name}; rebuild the split")
+        if not file_path.is_file():
+            raise MeidBenchError(f"{file_path}: missing from the split folder; rebuild the split with --force")
+        if verify and sha256_file(file_path) != entry.get("sha256"):
+            raise MeidBenchError(f"{file_path}: sha256 does not match manifest.json (the file was changed or "
+                                 "damaged); rebuild the split with --force")
+        try:
+            table = pq.read_table(file_path)
+        except (pa.ArrowException, OSError) as exc:
+            raise MeidBenchError(f"{file_path}: unreadable Parquet ({exc}); rebuild the split") from None
+        if table.num_rows != entry.get("rows"):
+            raise MeidBenchError(f"{file_path}: {table.num_rows} rows, manifest.json says {entry.get('rows')}; "
+                                 "rebuild the split with --force")
+        frames[name] = table.to_pandas()
+    return Split(path=path, manifest=manifest, checksum=hashlib.sha256(raw).hexdigest(), **frames)

@@ -1,0 +1,36 @@
+"""A plain-text summary of a split: sizes per group, fidelity to the targets, frame-level imbalance."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from meid_bench.build.split_io import GROUPS, Split
+
+
+def summarize_split(split: Split) -> str:
+    manifest, classes = split.manifest, split.classes
+    lines = [f"{manifest['benchmark']} (protocol {manifest['protocol']}) at {split.path}",
+             f"parameters: " + ", ".join(f"{k}={v}" for k, v in manifest["parameters"].items())]
+    header = f"{'group':<8}{'classes':>8}{'train videos/class':>22}{'val pos.':>10}{'test pos.':>11}"
+    lines += ["", header, "-" * len(header)]
+    for group in GROUPS + ("all",):
+        rows = classes if group == "all" else classes[classes["group"] == group]
+        if len(rows) == 0:
+            lines.append(f"{group:<8}{0:>8}")
+            continue
+        span = f"{rows['train_count'].min()}..{rows['train_count'].max()}"
+        lines.append(f"{group:<8}{len(rows):>8}{span:>22}{rows['val_count'].sum():>10}{rows['test_count'].sum():>11}")
+    rows = manifest["rows"]
+    lines += ["", f"videos: train {rows['train']}, val {rows['val']}, test {rows['test']}"]
+    fidelity = manifest.get("fidelity", {})
+    if "requested_imbalance" in fidelity:
+        lines.append(f"imbalance: requested {fidelity['requested_imbalance']:g}, achieved "
+                     f"{fidelity['achieved_imbalance']:.1f}; |log(achieved/target)| median "
+                     f"{fidelity['abs_log_ratio_median']:.3f}, p90 {fidelity['abs_log_ratio_p90']:.3f}")
+    else:
+        lines.append(f"imbalance (train videos, largest / smallest class): {fidelity.get('train_videos_max_over_min', float('nan')):.1f}")
+    seconds = classes["train_seconds"].to_numpy()
+    if np.isfinite(seconds).any() and (seconds > 0).any():
+        lines.append(f"frame-level imbalance (annotated seconds, largest / smallest class): "
+                     f"{seconds.max() / seconds[seconds > 0].min():.1f}")
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""`meid-bench build`, `meid-bench verify` and `meid-bench demo`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from meid_bench.build.profile import PROFILES
+from meid_bench.build.protocol import BENCHMARKS, SOURCE_FOLDERS, BuildOptions, build_and_write
+from meid_bench.build.readers import VIEWS
+from meid_bench.build.reference import compare_to_reference
+from meid_bench.build.split_io import load_split
+from meid_bench.build.summary import summarize_split
+
+
+def default_annotations(benchmark: str) -> Path:
+    return Path(os.environ.get("MEID_BENCH_DATA", "data")) / SOURCE_FOLDERS[benchmark]
+
+
+def _report_reference(split) -> None:
+    status, differences = compare_to_reference(split)
+    if status == "match":
+        click.echo("shipped reference: MATCH (same videos, labels and classes as splits/expected/"
+                   f"{split.name}.json)")
+    elif status == "differ":
+        click.echo("shipped reference: DIFFERENT - " + "; ".join(differences), err=True)
+    elif status == "not-applicable":
+        click.echo("shipped reference: not compared (built with non-default parameters)")
+
+
+@click.command()
+@click.argument("benchmark", type=click.Choice(BENCHMARKS))
+@click.option("--annotations", type=click.Path(path_type=Path), default=None,
+              help="Folder with the source's annotation files [default: $MEID_BENCH_DATA/<source>, "
+                   "MEID_BENCH_DATA defaulting to ./data].")
+@click.option("--imbalance", type=float, default=100.0, show_default=True,
+              help="Target imbalance factor IF = largest / smallest class target (charadeslt, charadesegolt).")
+@click.option("--profile", type=click.Choice(PROFILES), default="exponential", show_default=True,
+              help="Shape of the long-tail target profile.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the selection's tie-breaking.")
+@click.option("--view", type=click.Choice(VIEWS), default="ego", show_default=True,
+              help="charadesegolt: first-person videos (ego), third-person (exo) or all.")
+@click.option("--head-above", type=int, default=None,
+              help="Head classes have more training videos than this [default: 100; videolt 500].")
+@click.option("--tail-below", type=int, default=None,
+              help="Tail classes have fewer training videos than this [default: 20; videolt 101].")
+@click.option("--val-per-class", type=int, default=20, show_default=True,
+              help="Validation positives sought per class from the training videos not kept.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output split folder [default: splits/<benchmark>].")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+def build(benchmark: str, annotations: Path | None, imbalance: float, profile: str, seed: int, view: str,
+          head_above: int | None, tail_below: int | None, val_per_class: int, out: Path | None,
+          force: bool) -> None:
+    """Build a long-tailed multi-label split folder from raw annotations (protocol v1).
+
+    \b
+    Examples:
+      meid-bench build charadeslt --annotations ../shared/data/charades --imbalance 100
+      meid-bench build charadeslt --annotations data/charades --profile pareto --imbalance 50 --out splits/clt-p50
+      meid-bench build charadesegolt --annotations data/charadesego --view ego
+      meid-bench build videolt --annotations ../shared/data/videolt
+    """
+    options = BuildOptions(benchmark=benchmark, imbalance=imbalance, profile=profile, seed=seed, view=view,
+                           head_above=head_above, tail_below=tail_below, val_per_class=val_per_class)
+    out = out if out is not None else Path("splits") / benchmark
+    path = build_and_write(options, annotations or default_annotations(benchmark), out, force=force)
+    split = load_split(path)
+    click.echo(summarize_split(split))
+    _report_reference(split)
+
+
+@click.command()
+@click.argument("split_dir", type=click.Path(path_type=Path))
+def verify(split_dir: Path) -> None:
+    """Verify a split folder's checksums and row counts, and compare it with the shipped reference.
+
+    \b
+    Example:
+      meid-bench verify splits/charadeslt
+    """
+    split = load_split(split_dir)
+    click.echo(f"{split_dir}: checksums and row counts OK (split checksum {split.checksum[:16]})")
+    _report_reference(split)
+
+
+@click.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo"), show_default=True,
+              help="Folder for everything the demo writes.")
+@click.option("--force", is_flag=True, help="Replace the demo's earlier outputs in --out.")
+def demo(out: Path, force: bool) -> None:
+    """Run the pipeline on a built-in synthetic annotation set (no download needed).
+
+    \b
+    Example:
+      meid-bench demo --out demo
+    """
+    from meid_bench.demo import run_demo
+
+    run_demo(out, force=force, echo=click.echo)
