@@ -114,7 +114,7 @@ def _read_csv_columns(path: Path, wanted: tuple[str, ...]) -> tuple[pa.Table, li
             header = next(csv.reader(handle), [])
     except UnicodeDecodeError:
         raise MeidBenchError(f"{path}: not UTF-8 text; is this the right file?") from None
-    present = [name for name in wanted if name in header]
+    present = [name for name in dict.fromkeys(wanted) if name in header]
     try:
         table = pacsv.read_csv(
             path,

@@ -25,8 +25,9 @@ def summarize_split(split: Split) -> str:
     fidelity = manifest.get("fidelity", {})
     if "requested_imbalance" in fidelity:
         lines.append(f"imbalance: requested {fidelity['requested_imbalance']:g}, achieved "
-                     f"{fidelity['achieved_imbalance']:.1f}; |log(achieved/target)| median "
-                     f"{fidelity['abs_log_ratio_median']:.3f}, p90 {fidelity['abs_log_ratio_p90']:.3f}")
+                     f"{fidelity['achieved_imbalance']:.1f}; target scale {fidelity['target_scale']:g}; "
+                     f"|log(achieved/target)| median {fidelity['abs_log_ratio_median']:.3f}, p90 "
+                     f"{fidelity['abs_log_ratio_p90']:.3f} (bounds {'met' if fidelity['bounds_met'] else 'NOT met'})")
     else:
         lines.append(f"imbalance (train videos, largest / smallest class): {fidelity.get('train_videos_max_over_min', float('nan')):.1f}")
     seconds = classes["train_seconds"].to_numpy()

@@ -95,7 +95,8 @@ class VideoTable:
         ]
         schema = VIDEO_SCHEMA
         for name, values in self.extra.items():
-            array = pa.array(values.tolist())
+            # Source columns are text (None where empty) or flags; an all-empty column is still typed text.
+            array = pa.array(values.tolist(), type=pa.string() if values.dtype == object else None)
             columns.append(array)
             schema = schema.append(pa.field(name, array.type))
         return pa.Table.from_arrays(columns, schema=schema)

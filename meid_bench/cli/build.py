@@ -10,7 +10,7 @@ import click
 from meid_bench.build.profile import PROFILES
 from meid_bench.build.protocol import BENCHMARKS, SOURCE_FOLDERS, BuildOptions, build_and_write
 from meid_bench.build.readers import VIEWS
-from meid_bench.build.reference import compare_to_reference
+from meid_bench.build.reference import compare_to_reference, make_reference, write_json_atomic
 from meid_bench.build.split_io import load_split
 from meid_bench.build.summary import summarize_split
 
@@ -30,6 +30,15 @@ def _report_reference(split) -> None:
         click.echo("shipped reference: not compared (built with non-default parameters)")
 
 
+def _parse_scale(text: str) -> float | None:
+    if text == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither 'auto' nor a number", param_hint="--target-scale") from None
+
+
 @click.command()
 @click.argument("benchmark", type=click.Choice(BENCHMARKS))
 @click.option("--annotations", type=click.Path(path_type=Path), default=None,
@@ -46,13 +55,16 @@ def _report_reference(split) -> None:
               help="Head classes have more training videos than this [default: 100; videolt 500].")
 @click.option("--tail-below", type=int, default=None,
               help="Tail classes have fewer training videos than this [default: 20; videolt 101].")
+@click.option("--target-scale", default="auto", show_default=True,
+              help="Targets = this x the largest profile the class counts allow; 'auto' takes the largest of "
+                   "1.0, 0.95, ..., 0.5 whose selection meets the fidelity bounds (docs/protocol.md).")
 @click.option("--val-per-class", type=int, default=20, show_default=True,
               help="Validation positives sought per class from the training videos not kept.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output split folder [default: splits/<benchmark>].")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 def build(benchmark: str, annotations: Path | None, imbalance: float, profile: str, seed: int, view: str,
-          head_above: int | None, tail_below: int | None, val_per_class: int, out: Path | None,
+          head_above: int | None, tail_below: int | None, target_scale: str, val_per_class: int, out: Path | None,
           force: bool) -> None:
     """Build a long-tailed multi-label split folder from raw annotations (protocol v1).
 
@@ -64,7 +76,8 @@ def build(benchmark: str, annotations: Path | None, imbalance: float, profile: s
       meid-bench build videolt --annotations ../shared/data/videolt
     """
     options = BuildOptions(benchmark=benchmark, imbalance=imbalance, profile=profile, seed=seed, view=view,
-                           head_above=head_above, tail_below=tail_below, val_per_class=val_per_class)
+                           head_above=head_above, tail_below=tail_below, val_per_class=val_per_class,
+                           target_scale=_parse_scale(target_scale))
     out = out if out is not None else Path("splits") / benchmark
     path = build_and_write(options, annotations or default_annotations(benchmark), out, force=force)
     split = load_split(path)
@@ -74,15 +87,23 @@ def build(benchmark: str, annotations: Path | None, imbalance: float, profile: s
 
 @click.command()
 @click.argument("split_dir", type=click.Path(path_type=Path))
-def verify(split_dir: Path) -> None:
+@click.option("--write-reference", type=click.Path(path_type=Path), default=None,
+              help="Maintainers: write this split's reference (ids and content hashes, no labels) to a file.")
+@click.option("--without-ids", is_flag=True, help="With --write-reference: leave the video ids out.")
+def verify(split_dir: Path, write_reference: Path | None, without_ids: bool) -> None:
     """Verify a split folder's checksums and row counts, and compare it with the shipped reference.
 
     \b
-    Example:
+    Examples:
       meid-bench verify splits/charadeslt
+      meid-bench verify splits/charadeslt --write-reference splits/expected/charadeslt.json
     """
     split = load_split(split_dir)
     click.echo(f"{split_dir}: checksums and row counts OK (split checksum {split.checksum[:16]})")
+    if write_reference is not None:
+        write_json_atomic(write_reference, make_reference(split, include_ids=not without_ids))
+        click.echo(f"reference written to {write_reference}")
+        return
     _report_reference(split)
 
 

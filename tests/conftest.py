@@ -1,0 +1,51 @@
+"""Shared fixtures: where the real annotation files are, and small annotation sets written in the real formats."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from meid_bench.build.synthetic import CHARADES_HEADER, write_synthetic_charades
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def real_data(name: str) -> Path:
+    """A folder of ../shared/data; the test is skipped where the licensed files are not present."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real annotation files not present at {path}")
+    return path
+
+
+@pytest.fixture
+def charades_real() -> Path:
+    return real_data("charades")
+
+
+@pytest.fixture
+def videolt_real() -> Path:
+    return real_data("videolt")
+
+
+@pytest.fixture
+def synthetic_charades(tmp_path: Path) -> Path:
+    return write_synthetic_charades(tmp_path / "annotations", num_classes=12, train_videos=300, test_videos=120)
+
+
+def write_charades_csv(path: Path, rows: list[dict], header: list[str] = CHARADES_HEADER) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header, lineterminator="\r\n", extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({name: row.get(name, "") for name in header})
+    return path
+
+
+def write_classes(folder: Path, num_classes: int) -> Path:
+    path = folder / "Charades_v1_classes.txt"
+    path.write_text("".join(f"c{k:03d} Made-up class {k}\n" for k in range(num_classes)))
+    return path
