@@ -7,17 +7,17 @@ A kept video brings all of its labels, so exact targets are infeasible; the sele
 in two seeded, deterministic steps (``docs/protocol.md`` states them for readers):
 
 1. Tail-first fill. Classes are visited from the smallest target up. While a class is below its (rounded) target,
-   add the unselected video of that class whose addition lowers J the most (a lazy greedy over a heap), so tail
-   classes are filled first and later additions avoid classes that are already full.
-2. Local search. Repeatedly apply the single addition or removal of a video that lowers J the most, until none
-   does (or ``max_moves``).
+   add the unselected videos of that class whose addition lowers J the most (half the remaining need at a time,
+   gains recomputed in between), so tail classes are filled first and later additions avoid full classes.
+2. Local search. In rounds: rank all single additions / removals by their gain in J, walk the best ``batch`` of
+   them and apply each one whose gain, recomputed on the current counts, is still negative; stop when no single
+   move lowers J (a local minimum) or after ``max_moves``.
 
 Ties are broken by a per-video random key drawn from the seed; that is the only use of randomness.
 """
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,8 +45,15 @@ def _cost(counts: np.ndarray, log_targets: np.ndarray) -> np.ndarray:
     return np.where(counts <= 0, EMPTY_PENALTY, cost)
 
 
+def _flat_rows(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Flat positions of the ragged rows ``rows``."""
+    lengths = offsets[rows + 1] - offsets[rows]
+    starts = np.repeat(offsets[rows] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return starts + np.arange(lengths.sum())
+
+
 def select_videos(label_offsets: np.ndarray, label_values: np.ndarray, targets: np.ndarray, seed: int,
-                  max_moves: int = 20000) -> Selection:
+                  max_moves: int = 20000, batch: int = 64) -> Selection:
     """Choose the subset of videos whose per-class counts come closest to ``targets`` (see module doc)."""
     num_videos, num_classes = len(label_offsets) - 1, len(targets)
     matrix = label_matrix(label_offsets, label_values, num_classes)
@@ -56,63 +63,54 @@ def select_videos(label_offsets: np.ndarray, label_values: np.ndarray, targets: 
 
     selected = np.zeros(num_videos, dtype=bool)
     counts = np.zeros(num_classes, dtype=np.int64)
-    gain_add = _cost(counts + 1, log_targets) - _cost(counts, log_targets)
 
     def labels(video: int) -> np.ndarray:
         return label_values[label_offsets[video]:label_offsets[video + 1]]
 
-    # 1. Tail-first fill with a lazy greedy per class.
+    # 1. Tail-first fill. A class below its goal takes the unselected videos of that class that lower J the most;
+    # they are taken half of the remaining need at a time, with the gains recomputed in between, since every
+    # addition changes the gains of the classes it touches.
     columns = matrix.tocsc()
     for k in np.lexsort((np.arange(num_classes), targets)):
         goal = max(1, int(round(targets[k])))
-        if counts[k] >= goal:
-            continue
-        candidates = columns.indices[columns.indptr[k]:columns.indptr[k + 1]]
-        candidates = candidates[~selected[candidates]]
-        delta = matrix[candidates] @ gain_add + tie_break[candidates]
-        heap = list(zip(delta.tolist(), candidates.tolist()))
-        heapq.heapify(heap)
-        while counts[k] < goal and heap:
-            stale, video = heapq.heappop(heap)
-            fresh = float(gain_add[labels(video)].sum()) + tie_break[video]
-            if heap and fresh > heap[0][0] + 1e-12:
-                heapq.heappush(heap, (fresh, video))
-                continue
-            selected[video] = True
-            touched = labels(video)
-            counts[touched] += 1
-            gain_add[touched] = _cost(counts[touched] + 1, log_targets[touched]) - _cost(counts[touched],
-                                                                                            log_targets[touched])
+        while counts[k] < goal:
+            candidates = columns.indices[columns.indptr[k]:columns.indptr[k + 1]]
+            candidates = candidates[~selected[candidates]]
+            if len(candidates) == 0:
+                break
+            gain_add = _cost(counts + 1, log_targets) - _cost(counts, log_targets)
+            gain = matrix[candidates] @ gain_add + tie_break[candidates]
+            take = min(len(candidates), max(1, (goal - counts[k] + 1) // 2))
+            chosen = candidates[np.argsort(gain, kind="stable")[:take]]
+            selected[chosen] = True
+            counts += np.bincount(label_values[_flat_rows(label_offsets, chosen)], minlength=num_classes)
 
-    # 2. Local search: best single addition or removal while it lowers J. A move changes the counts of its
-    # video's classes only, so the move gains are updated through those classes' columns, not recomputed.
-    cost_now = _cost(counts, log_targets)
-    gain_add = _cost(counts + 1, log_targets) - cost_now
-    gain_remove = _cost(counts - 1, log_targets) - cost_now
-    add = matrix @ gain_add + tie_break
-    remove = matrix @ gain_remove + tie_break
+    # 2. Local search: rounds of improving additions / removals. Each round ranks the moves by their gain, then
+    # walks that list and applies a move only if its gain, recomputed on the counts as they are now, still lowers
+    # J; so J strictly decreases and the search stops at a local minimum (no single move improves).
     never = ~eligible
     moves = 0
     while moves < max_moves:
-        add_masked = np.where(selected | never, np.inf, add)
-        remove_masked = np.where(selected, remove, np.inf)
-        best_add, best_remove = int(np.argmin(add_masked)), int(np.argmin(remove_masked))
-        if min(add_masked[best_add], remove_masked[best_remove]) >= -1e-9:
+        cost_now = _cost(counts, log_targets)
+        add = matrix @ (_cost(counts + 1, log_targets) - cost_now)
+        remove = matrix @ (_cost(counts - 1, log_targets) - cost_now)
+        gain = np.where(selected, remove, add) + tie_break
+        gain[never] = np.inf
+        improving = np.flatnonzero(gain < -1e-9)
+        if len(improving) == 0:
             break
-        video = best_add if add_masked[best_add] <= remove_masked[best_remove] else best_remove
-        touched = labels(video)
-        counts[touched] += 1 if video == best_add else -1
-        selected[video] = video == best_add
-        cost_touched = _cost(counts[touched], log_targets[touched])
-        new_add = _cost(counts[touched] + 1, log_targets[touched]) - cost_touched
-        new_remove = _cost(counts[touched] - 1, log_targets[touched]) - cost_touched
-        for k, change_add, change_remove in zip(touched, new_add - gain_add[touched],
-                                                new_remove - gain_remove[touched]):
-            rows = columns.indices[columns.indptr[k]:columns.indptr[k + 1]]
-            add[rows] += change_add
-            remove[rows] += change_remove
-        gain_add[touched], gain_remove[touched] = new_add, new_remove
-        moves += 1
+        if len(improving) > batch:
+            improving = improving[np.argpartition(gain[improving], batch)[:batch]]
+        for video in improving[np.argsort(gain[improving], kind="stable")]:
+            touched = labels(video)
+            step = -1 if selected[video] else 1
+            before = counts[touched]
+            fresh = (_cost(before + step, log_targets[touched]) - _cost(before, log_targets[touched])).sum()
+            if fresh >= -1e-9:
+                continue
+            counts[touched] += step
+            selected[video] = not selected[video]
+            moves += 1
     return Selection(selected=selected, counts=counts, moves=moves)
 
 
