@@ -1,0 +1,510 @@
+"""The feature store: one HDF5 file per feature set, all frames of all videos in one ragged 2-D dataset.
+
+Layout (``docs/formats.md`` documents it field by field):
+
+- ``features``: [total_frames, dim] float16 or float32; the frames of video ``i`` are rows
+  ``offsets[i]:offsets[i + 1]``. Written contiguous (no chunks, no filters) when the total is known in advance,
+  so a reader can fetch any row range with one positional read; chunked and resizable otherwise.
+- ``offsets``: int64 [num_videos + 1]; ``video_ids``: UTF-8 strings [num_videos], in the order written.
+- ``missing_video_ids``: videos of the split that the source had no features for (packed with --allow-missing).
+- ``frame_labels`` (optional): uint8 [total_frames, ceil(num_classes / 8)], per-frame multi-hot, bits packed.
+- Attributes: format, format_version, dim, dtype, fps (NaN when unknown), generator, simulated, split_checksum,
+  benchmark, num_videos, num_frames, num_classes, params (JSON), meid_bench_version and ``complete``, written last.
+
+Writers write a hidden temporary sibling and rename it into place only when complete, so an interrupted or failed
+write never leaves a file that looks like a store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import h5py
+import numpy as np
+
+from meid_bench.errors import MeidBenchError
+from meid_bench.build.features.frames import packed_width, unpack_frame_labels
+
+STORE_FORMAT = "meid-bench-features"
+STORE_FORMAT_VERSION = 1
+STORE_DTYPES = ("float16", "float32")
+_FLUSH_BYTES = 8 << 20  # gather small videos into writes of about this size: fewer, larger HDF5 writes
+_DIRECT_BYTES = 256 << 10  # a video this large is written at once (gathering would only add a copy)
+_CHUNK_BYTES = 1 << 20  # row chunk of a resizable store
+_SPAN_BYTES = 1 << 20  # read a sampled video's whole row span when it is at most this large
+
+
+def _store_dtype(dtype: str) -> np.dtype:
+    if str(dtype) not in STORE_DTYPES:
+        raise MeidBenchError(f"dtype {dtype!r}: a feature store holds {' or '.join(STORE_DTYPES)}; pick one")
+    return np.dtype(str(dtype)).newbyteorder("<")
+
+
+def _encode_ids(ids: Sequence[str]) -> np.ndarray:
+    encoded = [str(v).encode("utf-8") for v in ids]
+    width = max([1] + [len(v) for v in encoded])
+    return np.array(encoded, dtype=f"S{width}")
+
+
+class FeatureStoreWriter:
+    """Write a feature store video by video; use as a context manager (commits on success, removes on error).
+
+    ``total_frames`` known in advance gives the contiguous layout (fastest to read); without it the store is
+    chunked and grows. ``num_classes`` enables per-frame labels (then every :meth:`add` passes them).
+    """
+
+    def __init__(self, path: str | os.PathLike, dim: int, dtype: str = "float32", *, total_frames: int | None = None,
+                 split_checksum: str = "", benchmark: str = "", fps: float | None = None, generator: str = "",
+                 simulated: bool = False, num_classes: int | None = None, params: dict[str, Any] | None = None,
+                 force: bool = False) -> None:
+        from meid_bench import __version__
+
+        self.path = Path(path)
+        if self.path.exists() and not force:
+            raise MeidBenchError(f"{self.path}: the output file already exists; pass --force to replace it or "
+                                 "choose another --out")
+        if dim <= 0:
+            raise MeidBenchError(f"{self.path}: feature dimension {dim} must be positive")
+        self.dim = int(dim)
+        self.dtype = _store_dtype(dtype)
+        self.total_frames = None if total_frames is None else int(total_frames)
+        self.num_classes = None if not num_classes else int(num_classes)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.tmp-", suffix=".h5", dir=self.path.parent)
+        os.close(handle)
+        self._tmp = Path(tmp)
+        self._ids: list[str] = []
+        self._seen: set[str] = set()
+        self._offsets: list[int] = [0]
+        self._missing: list[str] = []
+        self._pending: list[np.ndarray] = []
+        self._pending_labels: list[np.ndarray] = []
+        self._pending_bytes = 0
+        self._written = 0  # rows already in the file
+        self._closed = False
+        try:
+            self._file = h5py.File(self._tmp, "w")
+            self._features = self._create("features", self.dim, self.dtype)
+            self._labels = (self._create("frame_labels", packed_width(self.num_classes), np.dtype(np.uint8))
+                            if self.num_classes else None)
+            attrs = self._file.attrs
+            attrs["format"] = STORE_FORMAT
+            attrs["format_version"] = STORE_FORMAT_VERSION
+            attrs["dim"] = self.dim
+            attrs["dtype"] = self.dtype.name
+            attrs["fps"] = float("nan") if fps is None else float(fps)
+            attrs["generator"] = str(generator)
+            attrs["simulated"] = bool(simulated)
+            attrs["split_checksum"] = str(split_checksum)
+            attrs["benchmark"] = str(benchmark)
+            attrs["num_classes"] = int(self.num_classes or 0)
+            attrs["params"] = json.dumps(params or {}, sort_keys=True)
+            attrs["meid_bench_version"] = __version__
+            attrs["complete"] = False
+        except BaseException:
+            self.abort()
+            raise
+
+    def _create(self, name: str, width: int, dtype: np.dtype) -> h5py.Dataset:
+        if self.total_frames is not None:
+            # Contiguous, allocated up front and never pre-filled (a fill would write every byte twice).
+            shape = (self.total_frames, width)
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_layout(h5py.h5d.CONTIGUOUS)
+            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+            dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+            dcpl.set_obj_track_times(False)  # no timestamps: same inputs give the same bytes
+            space = h5py.h5s.create_simple(shape, shape)
+            tid = h5py.h5t.py_create(dtype, logical=True)
+            return h5py.Dataset(h5py.h5d.create(self._file.id, name.encode(), tid, space, dcpl=dcpl))
+        rows = max(1, _CHUNK_BYTES // (width * dtype.itemsize))
+        return self._file.create_dataset(name, shape=(0, width), maxshape=(None, width), chunks=(rows, width),
+                                         dtype=dtype, track_times=False)
+
+    @property
+    def num_videos(self) -> int:
+        return len(self._ids)
+
+    def add(self, video_id: str, frames: np.ndarray, frame_labels: np.ndarray | None = None,
+            source: str = "", checked: bool = False) -> None:
+        """Append one video's frames [T, dim] (cast to the store dtype) and, with labels enabled, its packed
+        per-frame labels [T, ceil(C / 8)]. ``source`` names the input in error messages; ``checked`` says the
+        frames were already found finite in the store dtype."""
+        where = source or f"video {video_id}"
+        if video_id in self._seen:
+            raise MeidBenchError(f"{where}: video id {video_id!r} given twice; every video is stored once")
+        frames = np.asarray(frames)
+        if frames.ndim != 2 or frames.shape[1] != self.dim or frames.shape[0] < 1:
+            raise MeidBenchError(f"{where}: features of shape {frames.shape}, expected [frames >= 1, {self.dim}]")
+        if frames.dtype != self.dtype:
+            checked = False
+            with np.errstate(over="ignore"):  # overflow shows up as inf, reported just below
+                frames = frames.astype(self.dtype)
+        if not checked:
+            check_finite(frames, where)
+        if self.num_classes:
+            if frame_labels is None or np.shape(frame_labels) != (len(frames), packed_width(self.num_classes)):
+                raise MeidBenchError(f"{where}: per-frame labels missing or of the wrong shape "
+                                     f"{None if frame_labels is None else np.shape(frame_labels)}")
+            self._pending_labels.append(np.asarray(frame_labels, dtype=np.uint8))
+        if self.total_frames is not None and self._offsets[-1] + len(frames) > self.total_frames:
+            raise MeidBenchError(f"{where}: more frames than the {self.total_frames} announced (a source file "
+                                 "changed while packing?); pack again")
+        self._seen.add(video_id)
+        self._ids.append(video_id)
+        self._offsets.append(self._offsets[-1] + len(frames))
+        self._pending.append(frames)
+        self._pending_bytes += frames.nbytes
+        if self._pending_bytes >= _FLUSH_BYTES or frames.nbytes >= _DIRECT_BYTES:
+            self._flush()
+
+    def record_missing(self, video_ids: Iterable[str]) -> None:
+        """Record videos of the split that have no features (a store packed with --allow-missing)."""
+        self._missing.extend(str(v) for v in video_ids)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        block = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
+        labels = None
+        if self._labels is not None:
+            labels = np.concatenate(self._pending_labels) if len(self._pending_labels) > 1 else self._pending_labels[0]
+        lo, hi = self._written, self._written + len(block)
+        if self.total_frames is None:
+            self._features.resize(hi, axis=0)
+            if self._labels is not None:
+                self._labels.resize(hi, axis=0)
+        self._features.id.write(h5py.h5s.create_simple(block.shape), self._select(self._features, lo, hi, self.dim),
+                                np.ascontiguousarray(block))
+        if labels is not None:
+            self._labels[lo:hi] = labels
+        self._written = hi
+        self._pending, self._pending_labels, self._pending_bytes = [], [], 0
+
+    @staticmethod
+    def _select(dataset: h5py.Dataset, lo: int, hi: int, width: int) -> h5py.h5s.SpaceID:
+        space = dataset.id.get_space()
+        space.select_hyperslab((lo, 0), (hi - lo, width))
+        return space
+
+    def _write_strings(self, name: str, values: Sequence[str]) -> None:
+        # Fixed-length UTF-8 strings, written through the low-level API: HDF5 will not convert ASCII to UTF-8.
+        data = _encode_ids(values)
+        tid = h5py.h5t.C_S1.copy()
+        tid.set_size(data.dtype.itemsize)
+        tid.set_cset(h5py.h5t.CSET_UTF8)
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_obj_track_times(False)
+        space = h5py.h5s.create_simple((len(data),), (len(data),))
+        dataset = h5py.h5d.create(self._file.id, name.encode(), tid, space, dcpl=dcpl)
+        if len(data):
+            dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, data, mtype=tid)
+
+    def commit(self) -> Path:
+        """Write the index and the ``complete`` mark, close, and move the file into place. Returns the path."""
+        try:
+            self._flush()
+            if self.total_frames is not None and self._written != self.total_frames:
+                raise MeidBenchError(f"{self.path}: {self._written} frames written, {self.total_frames} announced "
+                                     "(a source file changed while packing?); pack again")
+            self._write_strings("video_ids", self._ids)
+            self._file.create_dataset("offsets", data=np.asarray(self._offsets, dtype="<i8"), track_times=False)
+            self._write_strings("missing_video_ids", self._missing)
+            self._file.attrs["num_videos"] = len(self._ids)
+            self._file.attrs["num_frames"] = int(self._written)
+            self._file.attrs["num_missing"] = len(self._missing)
+            self._file.attrs["complete"] = True
+            self._file.close()
+            with open(self._tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.chmod(self._tmp, 0o644)
+            os.replace(self._tmp, self.path)
+            self._closed = True
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Drop everything written: close and delete the temporary file."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            file = getattr(self, "_file", None)
+            if file is not None and file.id.valid:
+                file.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "FeatureStoreWriter":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def check_finite(frames: np.ndarray, where: str) -> None:
+    """Raise a MeidBenchError naming the first frame holding NaN or inf."""
+    if frames.size == 0 or (np.isfinite(frames.min()) and np.isfinite(frames.max())):
+        return  # min and max are NaN or infinite as soon as one value is: two fast passes, no temporary
+    finite = np.isfinite(frames)
+    if not finite.all():
+        row = int(np.argwhere(~finite.all(axis=1))[0, 0])
+        value = frames[row][~finite[row]][0]
+        hint = "; values above 65504 overflow float16, use --dtype float32" if frames.dtype == np.float16 else ""
+        raise MeidBenchError(f"{where}: frame {row} holds {value} (features must be finite){hint}")
+
+
+class FeatureStore:
+    """Read a feature store. Opens lazily and reopens in each process (safe with DataLoader workers, picklable).
+
+    Frames come back in the store's dtype (float16 or float32), shape [frames, dim].
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._pid = -1
+        self._file: h5py.File | None = None
+        self._fd: int | None = None
+        if not self.path.is_file():
+            raise MeidBenchError(f"{self.path}: no such feature store; create one with `meid-bench features pack` "
+                                 "or `meid-bench features synth`")
+        try:
+            file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise MeidBenchError(f"{self.path}: not a readable HDF5 file ({_short(exc)}); it is truncated or not a "
+                                 "feature store: pack it again") from None
+        with file:
+            self._load_metadata(file)
+
+    def _load_metadata(self, file: h5py.File) -> None:
+        attrs = file.attrs
+        where = str(self.path)
+        if _attr_str(attrs.get("format")) != STORE_FORMAT:
+            raise MeidBenchError(f"{where}: attribute 'format' is not {STORE_FORMAT!r}; not a meid-bench feature "
+                                 "store (convert it with `meid-bench features pack`)")
+        if int(attrs.get("format_version", -1)) != STORE_FORMAT_VERSION:
+            raise MeidBenchError(f"{where}: attribute 'format_version' is {attrs.get('format_version')!r}, this "
+                                 f"meid-bench reads version {STORE_FORMAT_VERSION}; pack the features again")
+        if not bool(attrs.get("complete", False)):
+            raise MeidBenchError(f"{where}: not marked complete (an interrupted write); pack the features again")
+        for name in ("features", "offsets", "video_ids", "missing_video_ids"):
+            if name not in file:
+                raise MeidBenchError(f"{where}: dataset {name!r} is missing; pack the features again")
+        self.attrs: dict[str, Any] = {k: _attr_value(v) for k, v in attrs.items()}
+        features = file["features"]
+        self.dim = int(attrs["dim"])
+        self.dtype = np.dtype(_attr_str(attrs["dtype"]))
+        if features.ndim != 2 or features.shape[1] != self.dim or features.dtype != self.dtype:
+            raise MeidBenchError(f"{where}: dataset 'features' is {features.dtype}{features.shape}, attributes say "
+                                 f"dim {self.dim} {self.dtype}; the file is damaged, pack it again")
+        self.offsets = np.asarray(file["offsets"][()], dtype=np.int64)
+        self.video_ids: list[str] = [v.decode("utf-8") for v in file["video_ids"][()]]
+        self.missing_video_ids: list[str] = [v.decode("utf-8") for v in file["missing_video_ids"][()]]
+        total = features.shape[0]
+        if (len(self.offsets) != len(self.video_ids) + 1 or self.offsets[0] != 0 or self.offsets[-1] != total
+                or np.any(np.diff(self.offsets) < 1)):
+            raise MeidBenchError(f"{where}: the offsets index does not match {total} frames of "
+                                 f"{len(self.video_ids)} videos; the file is damaged, pack it again")
+        self._index = {v: i for i, v in enumerate(self.video_ids)}
+        if len(self._index) != len(self.video_ids):
+            raise MeidBenchError(f"{where}: duplicate video ids in the index; pack the features again")
+        self.num_classes = int(attrs.get("num_classes", 0))
+        self.has_frame_labels = "frame_labels" in file and self.num_classes > 0
+        # Direct positional reads when the frames are one plain little-endian block of bytes in the file.
+        self._data_offset: int | None = None
+        plist = features.id.get_create_plist()
+        if plist.get_layout() == h5py.h5d.CONTIGUOUS and plist.get_nfilters() == 0 and total > 0:
+            offset = features.id.get_offset()
+            if offset is not None and self.dtype.byteorder in ("<", "=", "|") and np.little_endian:
+                end = offset + total * self.dim * self.dtype.itemsize
+                if os.path.getsize(self.path) < end:
+                    raise MeidBenchError(f"{where}: truncated ({os.path.getsize(self.path)} bytes, the frames end at "
+                                         f"{end}); pack the features again")
+                self._data_offset = int(offset)
+
+    # -- identity and checks -------------------------------------------------------------------------------
+    @property
+    def num_videos(self) -> int:
+        return len(self.video_ids)
+
+    @property
+    def total_frames(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def fps(self) -> float | None:
+        fps = float(self.attrs.get("fps", float("nan")))
+        return fps if math.isfinite(fps) else None
+
+    @property
+    def simulated(self) -> bool:
+        return bool(self.attrs.get("simulated", False))
+
+    @property
+    def split_checksum(self) -> str:
+        return str(self.attrs.get("split_checksum", ""))
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    def __contains__(self, video_id: object) -> bool:
+        return video_id in self._index
+
+    def index_of(self, video_id: str) -> int:
+        """Position of a video in the store; a MeidBenchError when it has none."""
+        try:
+            return self._index[video_id]
+        except KeyError:
+            state = "recorded missing in" if video_id in set(self.missing_video_ids) else "not in"
+            raise MeidBenchError(f"{self.path}: video {video_id!r} is {state} this feature store") from None
+
+    def check_split(self, split: Any, subsets: Sequence[str] = ("train", "val", "test")) -> None:
+        """Refuse a store made for another split, or one lacking a video of ``subsets`` it does not record missing.
+
+        The store may hold more videos than the split.
+        """
+        if self.split_checksum != split.checksum:
+            raise MeidBenchError(f"{self.path}: made for the split with checksum {self.split_checksum[:12] or '?'}, "
+                                 f"but {split.path} has {split.checksum[:12]}; pack or synthesise the features for "
+                                 "this split")
+        missing = set(self.missing_video_ids)
+        absent = [v for subset in subsets for v in split.table(subset)["video_id"]
+                  if v not in self._index and v not in missing]
+        if absent:
+            raise MeidBenchError(f"{self.path}: {len(absent)} videos of {split.path} are not in the store (first: "
+                                 f"{', '.join(absent[:5])}); pack the features again")
+        if self.has_frame_labels and self.num_classes != split.num_classes:
+            raise MeidBenchError(f"{self.path}: per-frame labels have {self.num_classes} classes, the split "
+                                 f"{split.num_classes}; pack the features again")
+
+    def expect(self, dim: int | None = None, dtype: str | None = None) -> None:
+        """Refuse a store whose dimension or dtype is not the one a model or option expects."""
+        if dim is not None and int(dim) != self.dim:
+            raise MeidBenchError(f"{self.path}: features of dimension {self.dim}, expected {dim}; use a matching "
+                                 "store or set the model's input dimension to match")
+        if dtype is not None and np.dtype(dtype) != self.dtype:
+            raise MeidBenchError(f"{self.path}: features stored as {self.dtype}, expected {dtype}; pack again with "
+                                 f"--dtype {dtype}")
+
+    # -- reading -------------------------------------------------------------------------------------------
+    def _ensure_open(self) -> None:
+        if self._pid != os.getpid():
+            # A new process (DataLoader worker): never reuse a handle inherited through fork.
+            self._file, self._fd, self._pid = None, None, os.getpid()
+        if self._data_offset is not None:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY)
+        elif self._file is None:
+            self._file = h5py.File(self.path, "r")
+
+    def _rows(self, lo: int, hi: int) -> np.ndarray:
+        """Rows lo:hi of the frame matrix, a fresh array."""
+        self._ensure_open()
+        if self._data_offset is None:
+            return self._file["features"][lo:hi]
+        row_bytes = self.dim * self.dtype.itemsize
+        out = np.empty((hi - lo, self.dim), dtype=self.dtype)
+        view = memoryview(out).cast("B")
+        done, start = 0, self._data_offset + lo * row_bytes
+        while done < len(view):
+            got = os.preadv(self._fd, [view[done:]], start + done)
+            if got <= 0:
+                raise MeidBenchError(f"{self.path}: unexpected end of file; the store is truncated, pack it again")
+            done += got
+        return out
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            if self._fd is not None:
+                os.close(self._fd)
+            if self._file is not None:
+                self._file.close()
+        self._file, self._fd = None, None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.update(_file=None, _fd=None, _pid=-1)
+        return state
+
+    def num_frames(self, video_id: str) -> int:
+        i = self.index_of(video_id)
+        return int(self.offsets[i + 1] - self.offsets[i])
+
+    def read(self, video_id: str) -> np.ndarray:
+        """All frames of a video, [T, dim] in the store dtype."""
+        return self.read_at(self.index_of(video_id))
+
+    def read_at(self, position: int) -> np.ndarray:
+        return self._rows(int(self.offsets[position]), int(self.offsets[position + 1]))
+
+    def read_frames(self, video_id: str, frame_indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Frames ``frame_indices`` (any order, repeats allowed) of a video, [len(indices), dim]."""
+        return self.read_frames_at(self.index_of(video_id), frame_indices)
+
+    def read_frames_at(self, position: int, frame_indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        base, end = int(self.offsets[position]), int(self.offsets[position + 1])
+        idx = np.asarray(frame_indices, dtype=np.int64)
+        if idx.size == 0:
+            return np.empty((0, self.dim), dtype=self.dtype)
+        first, last = int(idx.min()), int(idx.max())
+        if first < 0 or last >= end - base:
+            raise IndexError(f"frame index out of range [0, {end - base}) for video {self.video_ids[position]}")
+        span = last - first + 1
+        unique = np.unique(idx)
+        if span * self.dim * self.dtype.itemsize <= _SPAN_BYTES or span <= 2 * len(unique):
+            return self._rows(base + first, base + last + 1)[idx - first]
+        # Long video, sparse sample: read each run of consecutive wanted rows, not the whole span.
+        breaks = np.flatnonzero(np.diff(unique) != 1) + 1
+        runs = np.split(unique, breaks)
+        block = np.concatenate([self._rows(base + int(r[0]), base + int(r[-1]) + 1) for r in runs])
+        return block[np.searchsorted(unique, idx)]
+
+    def read_frame_labels(self, video_id: str, frame_indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Per-frame multi-hot labels uint8 [frames, num_classes] (all frames, or those of ``frame_indices``)."""
+        return self.read_frame_labels_at(self.index_of(video_id), frame_indices)
+
+    def read_frame_labels_at(self, position: int, frame_indices: Sequence[int] | np.ndarray | None = None
+                             ) -> np.ndarray:
+        if not self.has_frame_labels:
+            raise MeidBenchError(f"{self.path}: holds no per-frame labels; pack or synthesise with --frame-labels")
+        self._ensure_open()
+        file = self._file if self._file is not None else h5py.File(self.path, "r")
+        if self._file is None:
+            self._file = file
+        base, end = int(self.offsets[position]), int(self.offsets[position + 1])
+        packed = file["frame_labels"][base:end]
+        if frame_indices is not None:
+            packed = packed[np.asarray(frame_indices, dtype=np.int64)]
+        return unpack_frame_labels(packed, self.num_classes)
+
+    def __repr__(self) -> str:
+        return (f"FeatureStore({str(self.path)!r}, videos={self.num_videos}, frames={self.total_frames}, "
+                f"dim={self.dim}, dtype={self.dtype.name}, simulated={self.simulated})")
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def _attr_str(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return "" if value is None else str(value)
+
+
+def _attr_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,174 @@
+"""The proxy-feature simulator: SIMULATED frame features driven by a split's real temporal annotations.
+
+No video is looked at. Each video becomes ``round(duration * fps)`` frames; frame ``t`` (centre time
+``(t + 0.5) / fps``) is the sum of
+
+- the prototype of every class whose segment covers that instant, plus this video's own variation of that class
+  (``instance_scale``); prototypes partly share a few common factors (``class_overlap``), as related actions share
+  objects and motions;
+- a per-video context: embeddings of the video's scene and subject where the split has those columns, and a
+  video-specific vector (``context_scale``);
+- a background prototype on frames where no class is active (``background_scale``);
+- Gaussian noise (``noise``, the expected norm of the per-frame noise vector).
+
+Vector norms are in units of a prototype (``prototype_scale`` = 1 by default). Because frames follow the annotated
+segments, the per-class frame counts reproduce the frame-level imbalance of the annotations. Videos without a
+duration take ``default_duration``; videos with labels but no segments (VideoLT) show every label on every frame.
+Random streams are keyed by the seed and the video id, so the output bytes depend only on the split and the knobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from meid_bench.errors import MeidBenchError
+from meid_bench.build.features.frames import active_classes, frame_times, num_frames_for, pack_frame_labels
+from meid_bench.build.features.pack import split_video_table
+from meid_bench.build.features.store import FeatureStoreWriter, _store_dtype
+
+GENERATOR = "meid-bench synth (SIMULATED proxy features, not extracted from video)"
+_CONTEXT_COLUMNS = ("scene", "subject")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """The simulator's knobs (see the module docstring and docs/features.md)."""
+
+    dim: int = 256
+    fps: float = 4.0
+    seed: int = 0
+    noise: float = 2.0
+    prototype_scale: float = 1.0
+    instance_scale: float = 1.5
+    class_overlap: float = 0.6
+    context_scale: float = 1.5
+    background_scale: float = 1.0
+    default_duration: float = 30.0
+    dtype: str = "float16"
+
+    def validate(self) -> None:
+        _store_dtype(self.dtype)
+        if self.dim < 2:
+            raise MeidBenchError(f"--dim {self.dim}: needs at least 2 dimensions")
+        if not (self.fps > 0 and math.isfinite(self.fps)):
+            raise MeidBenchError(f"--fps {self.fps}: must be a positive number of frames per second")
+        if not 0.0 <= self.class_overlap < 1.0:
+            raise MeidBenchError(f"--class-overlap {self.class_overlap}: must lie in [0, 1)")
+        if not (self.default_duration > 0 and math.isfinite(self.default_duration)):
+            raise MeidBenchError(f"--default-duration {self.default_duration}: must be positive seconds")
+        for name in ("noise", "prototype_scale", "instance_scale", "context_scale", "background_scale"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise MeidBenchError(f"--{name.replace('_', '-')} {value}: must be a finite number >= 0")
+
+
+def _rng(seed: int, stream: int, key: str = "") -> np.random.Generator:
+    # Keyed by content, never by position: a video's frames do not depend on which other videos exist.
+    words = np.frombuffer(hashlib.sha256(key.encode("utf-8")).digest(), dtype="<u4").tolist()
+    return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, stream, *words]))
+
+
+def _unit(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
+    vectors = rng.standard_normal((count, dim))
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def class_prototypes(config: SynthConfig, num_classes: int) -> np.ndarray:
+    """[C, dim] class prototypes of norm ``prototype_scale``, sharing ``class_overlap`` of their energy with a few
+    common factors (two per class out of max(8, C // 8))."""
+    rng = _rng(config.seed, 0, "prototypes")
+    own = _unit(rng, num_classes, config.dim)
+    factors = _unit(rng, max(8, num_classes // 8), config.dim)
+    picks = np.stack([rng.choice(len(factors), size=2, replace=False) for _ in range(num_classes)])
+    shared = factors[picks].sum(axis=1)
+    shared /= np.linalg.norm(shared, axis=1, keepdims=True)
+    mixed = math.sqrt(1 - config.class_overlap) * own + math.sqrt(config.class_overlap) * shared
+    return config.prototype_scale * mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
+
+
+def background_prototype(config: SynthConfig) -> np.ndarray:
+    return config.background_scale * _unit(_rng(config.seed, 1, "background"), 1, config.dim)[0]
+
+
+def _context(config: SynthConfig, video: Any, columns: list[str]) -> np.ndarray:
+    parts = [_unit(_rng(config.seed, 2, f"video:{video['video_id']}"), 1, config.dim)[0]]
+    for column in columns:
+        value = video[column]
+        if value is None or (isinstance(value, float) and math.isnan(value)) or str(value) == "":
+            continue
+        parts.append(_unit(_rng(config.seed, 3, f"{column}:{value}"), 1, config.dim)[0])
+    return config.context_scale * np.sum(parts, axis=0) / math.sqrt(len(parts))
+
+
+def video_activity(video: Any, num_frames: int, fps: float, num_classes: int) -> np.ndarray:
+    """bool [frames, classes]: the classes active on each frame (all labels everywhere when there are no segments)."""
+    if len(video["segment_classes"]):
+        times = frame_times(num_frames, fps)
+        return active_classes(video["segment_classes"], video["segment_starts"], video["segment_ends"], times,
+                              num_classes)
+    active = np.zeros((num_frames, num_classes), dtype=bool)
+    if len(video["labels"]):
+        active[:, np.asarray(video["labels"], dtype=np.int64)] = True
+    return active
+
+
+def synthesize_video(config: SynthConfig, video: Any, prototypes: np.ndarray, background: np.ndarray,
+                     context_columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One video's simulated frames float32 [T, dim] and its activity matrix bool [T, C]."""
+    duration = float(video["duration"])
+    if not (math.isfinite(duration) and duration > 0):
+        duration = config.default_duration
+    frames = num_frames_for(duration, config.fps)
+    active = video_activity(video, frames, config.fps, len(prototypes))
+    rng = _rng(config.seed, 4, f"video:{video['video_id']}")
+    noise = rng.standard_normal((frames, config.dim), dtype=np.float32) * np.float32(config.noise /
+                                                                                   math.sqrt(config.dim))
+    columns = np.flatnonzero(active.any(axis=0))
+    looks = prototypes[columns]
+    if len(columns):
+        looks = looks + config.instance_scale * _unit(rng, len(columns), config.dim)
+    out = (active[:, columns].astype(np.float64) @ looks) if len(columns) else np.zeros((frames, config.dim))
+    out += _context(config, video, context_columns)
+    out[~active.any(axis=1)] += background
+    return (out + noise).astype(np.float32), active
+
+
+def synthesize_features(split: Any, out: str | os.PathLike, config: SynthConfig = SynthConfig(), *,
+                        frame_labels: bool = False, force: bool = False,
+                        progress: Callable[[int], None] | None = None) -> Path:
+    """Write a simulated feature store for every video of ``split`` (train, val, test order). Returns the path."""
+    config.validate()
+    videos = split_video_table(split)
+    context_columns = [c for c in _CONTEXT_COLUMNS if c in videos.columns]
+    durations = videos["duration"].to_numpy(dtype=np.float64)
+    durations = np.where(np.isfinite(durations) & (durations > 0), durations, config.default_duration)
+    total = sum(num_frames_for(d, config.fps) for d in durations)
+    prototypes = class_prototypes(config, split.num_classes)
+    background = background_prototype(config)
+    params = dict(asdict(config), context_columns=context_columns)
+    with FeatureStoreWriter(out, config.dim, config.dtype, total_frames=total, split_checksum=split.checksum,
+                            benchmark=str(split.manifest.get("benchmark", "")), fps=config.fps, generator=GENERATOR,
+                            simulated=True, num_classes=split.num_classes if frame_labels else None, params=params,
+                            force=force) as writer:
+        for video in videos.itertuples(index=False):
+            row = video._asdict()
+            frames, active = synthesize_video(config, row, prototypes, background, context_columns)
+            writer.add(str(row["video_id"]), frames, pack_frame_labels(active) if frame_labels else None)
+            if progress is not None:
+                progress(1)
+    return Path(out)
+
+
+def class_frame_counts(store: Any, video_ids: Any) -> np.ndarray:
+    """Per-class number of labelled frames over ``video_ids`` (a store with per-frame labels)."""
+    counts = np.zeros(store.num_classes, dtype=np.int64)
+    for video_id in video_ids:
+        counts += store.read_frame_labels(video_id).sum(axis=0, dtype=np.int64)
+    return counts

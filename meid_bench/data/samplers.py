@@ -1,0 +1,114 @@
+"""Samplers over a multi-label training set: instance, class-balanced (CBS) and square-root (SRS).
+
+Each yields ``(video index, sampled class)`` pairs (class -1 for the instance sampler), ``num_samples`` per epoch
+(the number of training videos by default). The stream depends only on the seed and the epoch given to
+:meth:`set_epoch`, so a resumed run sees the same samples. A video counts for every class it carries; videos
+without labels are never drawn by the class samplers.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch.utils.data
+
+from meid_bench.errors import MeidBenchError
+
+
+def _labels_matrix(labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be a [videos, classes] multi-hot matrix, got shape {labels.shape}")
+    return labels.astype(bool)
+
+
+class _SeededSampler(torch.utils.data.Sampler):
+    def __init__(self, labels: np.ndarray, num_samples: int | None = None, seed: int = 0) -> None:
+        self.labels = _labels_matrix(labels)
+        self.num_samples = len(self.labels) if num_samples is None else int(num_samples)
+        if self.num_samples < 0:
+            raise MeidBenchError(f"num_samples {num_samples}: must be >= 0")
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def _rng(self) -> np.random.Generator:
+        return np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch, 0x5A])
+
+    def draws(self) -> tuple[np.ndarray, np.ndarray]:
+        """This epoch's whole stream as two int64 arrays: video indices and sampled classes."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        videos, classes = self.draws()
+        return iter(zip(videos.tolist(), classes.tolist()))
+
+
+class InstanceSampler(_SeededSampler):
+    """Every video once per pass, in a fresh random order each epoch (passes repeat to fill ``num_samples``)."""
+
+    def draws(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = self._rng()
+        count = len(self.labels)
+        if count == 0 or self.num_samples == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        passes = -(-self.num_samples // count)
+        videos = np.concatenate([rng.permutation(count) for _ in range(passes)])[: self.num_samples]
+        return videos.astype(np.int64), np.full(self.num_samples, -1, dtype=np.int64)
+
+
+class _ClassSampler(_SeededSampler):
+    """Draw a class with probability proportional to (videos of the class) ** power, then one of its videos."""
+
+    power = 0.0
+
+    def __init__(self, labels: np.ndarray, num_samples: int | None = None, seed: int = 0) -> None:
+        super().__init__(labels, num_samples, seed)
+        rows, cols = np.nonzero(self.labels.T)  # class-major: the videos of each class, consecutive
+        self.class_counts = self.labels.sum(axis=0).astype(np.int64)
+        self._members = cols.astype(np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(self.class_counts)[:-1]]).astype(np.int64)
+        weights = np.where(self.class_counts > 0, self.class_counts.astype(np.float64) ** self.power, 0.0)
+        if weights.sum() == 0 and self.num_samples:
+            raise MeidBenchError("class-aware sampling needs at least one labelled training video")
+        self.class_probabilities = weights / weights.sum() if weights.sum() else weights
+
+    def draws(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.num_samples == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        rng = self._rng()
+        classes = rng.choice(len(self.class_counts), size=self.num_samples, p=self.class_probabilities)
+        picks = np.floor(rng.random(self.num_samples) * self.class_counts[classes]).astype(np.int64)
+        return self._members[self._starts[classes] + picks], classes.astype(np.int64)
+
+
+class ClassBalancedSampler(_ClassSampler):
+    """CBS: a class uniformly among those with training videos, then one of its videos uniformly."""
+
+    power = 0.0
+
+
+class SquareRootSampler(_ClassSampler):
+    """SRS: a class with probability proportional to the square root of its training videos, then one of them."""
+
+    power = 0.5
+
+
+SAMPLERS = {"instance": InstanceSampler, "cbs": ClassBalancedSampler, "srs": SquareRootSampler}
+
+
+def label_mask(labels: np.ndarray, sampled_class: int) -> np.ndarray:
+    """The reference's loss mask for a video drawn for ``sampled_class``: 1 - (labels - onehot(class)), i.e. the
+    video's other positive labels are ignored. All ones when no class was sampled (-1)."""
+    labels = np.asarray(labels, dtype=np.float32)
+    if sampled_class < 0:
+        return np.ones_like(labels)
+    onehot = np.zeros_like(labels)
+    onehot[sampled_class] = 1.0
+    return np.clip(1.0 - (labels - onehot), 0.0, 1.0)  # a class the video lacks stays a plain negative
