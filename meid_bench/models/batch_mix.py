@@ -1,0 +1,189 @@
+"""Batch-level augmentation for long-tailed training: mixup and FrameStack.
+
+The loop applies a strategy to each instance batch before the forward pass and, for FrameStack, feeds it the
+per-class AP after each validation::
+
+    strategy = create_batch_mix(recipe.batch_mix, num_classes, seed)   # None for batch_mix: none
+    features, targets, mask = strategy(features, targets, mask)
+    ...
+    strategy.update_class_ap(per_class_ap)                             # after each validation
+    checkpoint["batch_mix"] = strategy.state_dict()                     # RNG state and running AP, for --resume
+
+Each strategy owns a seeded numpy generator, so a run is reproducible and resumable independently of torch's RNG
+(give each distributed rank its own seed). Mixing two label masks keeps a label's loss only where both masks do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from meid_bench.errors import MeidBenchError
+from meid_bench.models.options import parse_options
+
+
+class MixedBatch(NamedTuple):
+    features: Tensor
+    targets: Tensor
+    mask: Tensor | None
+
+
+@dataclass(frozen=True)
+class NoMixOptions:
+    """No batch mixing."""
+
+
+@dataclass(frozen=True)
+class MixupOptions:
+    """alpha: lambda ~ Beta(alpha, alpha), one lambda per batch (the VideoLT reference draws Beta(1, 1))."""
+
+    alpha: float = 1.0
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [("alpha", f"must be > 0, got {self.alpha}")] if self.alpha <= 0 else []
+
+
+@dataclass(frozen=True)
+class FrameStackOptions:
+    """mix_fraction: share of each batch that is mixed (reference 0.5, the first half of the shuffled batch)."""
+
+    mix_fraction: float = 0.5
+
+    def problems(self) -> list[tuple[str, str]]:
+        if not 0.0 < self.mix_fraction <= 1.0:
+            return [("mix_fraction", f"must be in (0, 1], got {self.mix_fraction}")]
+        return []
+
+
+class BatchMix:
+    """Base: a seeded strategy ``(features [B,T,D], targets [B,C], mask [B,C] | None) -> MixedBatch``."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self._rng = np.random.Generator(np.random.PCG64(seed))
+
+    def __call__(self, features: Tensor, targets: Tensor, mask: Tensor | None = None) -> MixedBatch:  # pragma: no cover
+        raise NotImplementedError
+
+    def update_class_ap(self, class_ap: np.ndarray) -> None:
+        """Per-class AP after a validation; only FrameStack uses it."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self._rng.bit_generator.state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._rng.bit_generator.state = dict(state["rng"])
+
+
+class Mixup(BatchMix):
+    """Zhang et al. 2018: x = l x + (1 - l) x[perm], y likewise, one l ~ Beta(alpha, alpha) per batch."""
+
+    def __init__(self, alpha: float = 1.0, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.alpha = alpha
+
+    def __call__(self, features: Tensor, targets: Tensor, mask: Tensor | None = None) -> MixedBatch:
+        share = float(self._rng.beta(self.alpha, self.alpha))
+        perm = torch.as_tensor(self._rng.permutation(features.shape[0]), device=features.device)
+        mixed_features = share * features + (1.0 - share) * features[perm]
+        mixed_targets = share * targets + (1.0 - share) * targets[perm]
+        mixed_mask = mask * mask[perm] if mask is not None else None
+        return MixedBatch(mixed_features, mixed_targets, mixed_mask)
+
+
+class FrameStack(BatchMix):
+    """FrameStack (VideoLT, Zhang et al. 2021): frame-level mixing of two videos driven by the running class AP.
+
+    The first ``mix_fraction`` of the batch is paired by a random permutation among itself. For video i and
+    partner j, with video AP a_v = mean over classes of y_v * AP (the reference's form), the partner's share is
+    beta = a_i / (a_i + a_j) (0.5 when both are ~0): the better-recognised video gives up frames.
+    ``int(beta * T)`` partner frames (uniformly spaced over its T frames) come first, then ``T - int(beta * T)``
+    of video i's (uniformly spaced); targets are ``(1 - beta) y_i + beta y_j``. The rest of the batch is unchanged.
+    """
+
+    def __init__(self, num_classes: int, mix_fraction: float = 0.5, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.num_classes = num_classes
+        self.mix_fraction = mix_fraction
+        self.class_ap = np.zeros(num_classes, dtype=np.float64)
+
+    def update_class_ap(self, class_ap: np.ndarray) -> None:
+        """Replace the running AP; classes whose AP is NaN (no positives in validation) keep their previous value."""
+        values = np.asarray(class_ap, dtype=np.float64)
+        if values.shape != (self.num_classes,):
+            raise ValueError(f"class_ap must have shape ({self.num_classes},), got {values.shape}")
+        self.class_ap = np.where(np.isnan(values), self.class_ap, values)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "class_ap": self.class_ap.tolist()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.class_ap = np.asarray(state["class_ap"], dtype=np.float64)
+
+    def partner_shares(self, targets: Tensor, perm: np.ndarray) -> np.ndarray:
+        """beta per mixed video: the share of frames (and label weight) taken from its partner."""
+        video_ap = (targets.detach().double().cpu().numpy() * self.class_ap).mean(axis=-1)
+        partner_ap = video_ap[perm]
+        total = video_ap + partner_ap
+        safe_total = np.where(total < 1e-5, 1.0, total)
+        return np.where(total < 1e-5, 0.5, video_ap / safe_total)
+
+    def __call__(self, features: Tensor, targets: Tensor, mask: Tensor | None = None) -> MixedBatch:
+        batch, num_frames = features.shape[0], features.shape[1]
+        mixed = int(batch * self.mix_fraction)
+        if mixed == 0:
+            return MixedBatch(features, targets, mask)
+        perm = self._rng.permutation(mixed)
+        beta = self.partner_shares(targets[:mixed], perm)
+        source_video = np.empty((mixed, num_frames), dtype=np.int64)
+        source_frame = np.empty((mixed, num_frames), dtype=np.int64)
+        for video in range(mixed):
+            from_partner = int(beta[video] * num_frames)
+            from_self = num_frames - from_partner
+            source_video[video, :from_partner] = perm[video]
+            source_video[video, from_partner:] = video
+            source_frame[video, :from_partner] = np.linspace(0, num_frames - 1, from_partner).round()
+            source_frame[video, from_partner:] = np.linspace(0, num_frames - 1, from_self).round()
+        device = features.device
+        stacked = features[torch.as_tensor(source_video, device=device), torch.as_tensor(source_frame, device=device)]
+        share = torch.as_tensor(beta, dtype=targets.dtype, device=device).unsqueeze(-1)
+        perm_t = torch.as_tensor(perm, device=device)
+        mixed_targets = (1.0 - share) * targets[:mixed] + share * targets[:mixed][perm_t]
+        out_features = torch.cat([stacked, features[mixed:]], dim=0)
+        out_targets = torch.cat([mixed_targets, targets[mixed:]], dim=0)
+        out_mask = None
+        if mask is not None:
+            out_mask = torch.cat([mask[:mixed] * mask[:mixed][perm_t], mask[mixed:]], dim=0)
+        return MixedBatch(out_features, out_targets, out_mask)
+
+
+BATCH_MIX_OPTIONS: dict[str, type] = {"none": NoMixOptions, "mixup": MixupOptions, "framestack": FrameStackOptions}
+
+
+def list_batch_mixes() -> list[str]:
+    return sorted(BATCH_MIX_OPTIONS)
+
+
+def batch_mix_options_class(name: str, where: str = "create_batch_mix") -> type:
+    if name not in BATCH_MIX_OPTIONS:
+        raise MeidBenchError(f"{where}: unknown batch_mix {name!r}; known: {', '.join(list_batch_mixes())}")
+    return BATCH_MIX_OPTIONS[name]
+
+
+def create_batch_mix(config: Any, num_classes: int, seed: int = 0) -> BatchMix | None:
+    """The strategy named ``config.name`` with ``config.options`` (dataclass or mapping); None for ``none``."""
+    name = config.name
+    options_class = batch_mix_options_class(name)
+    options = config.options
+    if isinstance(options, Mapping):
+        options = parse_options(options_class, options, f"create_batch_mix({name!r})")
+    if name == "none":
+        return None
+    if name == "mixup":
+        return Mixup(options.alpha, seed=seed)
+    return FrameStack(num_classes, options.mix_fraction, seed=seed)

@@ -1,0 +1,112 @@
+"""The building blocks shared by MEID and the baselines: frame embedding, attention pooling, necks, classifier."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class FrameEmbedding(nn.Module):
+    """Per-frame Linear(D, H) -> ReLU -> Dropout: the reference classifier's first half, shared by every model.
+
+    [B, T, D] -> [B, T, H].
+    """
+
+    def __init__(self, input_dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.linear = nn.Linear(input_dim, hidden)
+        self.activation = nn.ReLU()
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.dropout(self.activation(self.linear(features)))
+
+
+class AttentionPooling(nn.Module):
+    """Frame attention (Ilse et al. 2018): score_t = w . tanh(V e_t); weights = softmax over frames.
+
+    ``scores`` [B, T, H] -> [B, T]; ``weights`` the softmax of those; ``forward`` returns the weighted sum [B, H]
+    and the weights [B, T].
+    """
+
+    def __init__(self, hidden: int, attention_hidden: int) -> None:
+        super().__init__()
+        self.project = nn.Linear(hidden, attention_hidden)
+        # No bias: softmax over frames ignores a constant, so a bias would never receive a gradient.
+        self.score = nn.Linear(attention_hidden, 1, bias=False)
+
+    def scores(self, frames: Tensor) -> Tensor:
+        return self.score(self.project(frames).tanh()).squeeze(-1)
+
+    def weights(self, frames: Tensor) -> Tensor:
+        # Softmax in float32: under mixed precision fp16 weights of 150 frames lose the ordering CFS relies on.
+        return self.scores(frames).float().softmax(dim=-1)
+
+    def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        weights = self.weights(frames)
+        return pool(frames, weights), weights
+
+
+def pool(frames: Tensor, weights: Tensor) -> Tensor:
+    """Weighted sum over frames: [B, T, H] with [B, T] weights -> [B, H] (one batched matmul, no [B, T, H] product)."""
+    return torch.bmm(weights.to(frames.dtype).unsqueeze(1), frames).squeeze(1)
+
+
+class Neck(nn.Module):
+    """A residual bottleneck MLP on frame embeddings: e + up(ReLU(down(e))), down: H -> r, up: r -> H.
+
+    Residual so a neck starts close to the shared embedding and only learns what its class group needs; a
+    bottleneck (r = H/4 by default) keeps two necks cheap next to the embedding (the 1.5x step-time goal).
+    ``up`` is linear and attention weights sum to 1, so pooling commutes with it: :meth:`pooled` never builds the
+    per-frame [B, T, H] neck output, and :func:`branch_moments` gives its per-channel statistics in closed form.
+    """
+
+    def __init__(self, hidden: int, bottleneck: int) -> None:
+        super().__init__()
+        self.down = nn.Linear(hidden, bottleneck)
+        self.activation = nn.ReLU()
+        self.up = nn.Linear(bottleneck, hidden)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return frames + self.up(self.activation(self.down(frames)))
+
+    def pooled(self, frames: Tensor, pooled_frames: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+        """pool(self(frames), weights) computed as pooled_frames + up(pool(ReLU(down(frames)))).
+
+        Returns the pooled neck output [B, H] and the per-frame bottleneck activations [B, T, r].
+        """
+        activations = self.activation(self.down(frames))
+        return pooled_frames + self.up(pool(activations, weights)), activations
+
+
+def branch_moments(activations: Tensor, up: nn.Linear) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and standard deviation over all frames of up(activations), without computing it.
+
+    activations [..., r] -> mean [H] = W mu + b and std [H] = sqrt(diag(W Sigma W^T)), with mu and Sigma the
+    activations' mean and (population) covariance; float32 throughout.
+    """
+    flat = activations.reshape(-1, activations.shape[-1]).float()
+    mu = flat.mean(dim=0)
+    centered = flat - mu
+    covariance = centered.T @ centered / flat.shape[0]
+    weight = up.weight.float()
+    mean = weight @ mu + up.bias.float()
+    variance = ((weight @ covariance) * weight).sum(dim=-1)
+    # clamp: rounding can make a zero variance slightly negative; the epsilon keeps sqrt differentiable at 0.
+    return mean, (variance.clamp_min(0.0) + 1e-6).sqrt()
+
+
+class Classifier(nn.Module):
+    """Linear(H, C) from a pooled video embedding (or per frame) to class logits."""
+
+    def __init__(self, hidden: int, num_classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden, num_classes)
+
+    def forward(self, embedding: Tensor) -> Tensor:
+        return self.linear(embedding)
+
+
+def default_attention_hidden(hidden: int, attention_hidden: int | None) -> int:
+    """The attention MLP's width: given, or a quarter of the embedding (at least 1)."""
+    return attention_hidden if attention_hidden is not None else max(1, hidden // 4)

@@ -1,0 +1,1 @@
+"""Training: typed recipes (config), the training loop, batch streams and checkpoints."""

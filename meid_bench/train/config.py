@@ -1,0 +1,338 @@
+"""Typed training recipes: one YAML file per method under recipes/, loaded into frozen dataclasses.
+
+    recipe = load_recipe("meid")                 # recipes/meid.yaml, or a path to any YAML file
+    model = recipe.model.create(input_dim, num_classes, class_groups)
+    criterion = recipe.loss.create(class_counts)
+    mix = recipe.batch_mix.create(num_classes, seed)   # None for batch_mix: none
+    checkpoint["recipe"] = recipe.to_dict()      # Recipe.from_dict(...) restores it exactly
+
+Every key of a recipe is typed; unknown keys, wrong types and out-of-range values raise MeidBenchError naming the
+file and the key path (``recipes/x.yaml: model.cfs_ration: unknown key; known keys here: ...``). Model, loss and
+batch-mix sections hold ``name`` plus that component's own options, validated by its options dataclass.
+docs/models.md lists every key, type and default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+
+import meid_bench
+from meid_bench.errors import MeidBenchError
+from meid_bench.models import create_model, list_models, model_config_class
+from meid_bench.models.base import BaseModelConfig, VideoModel
+from meid_bench.models.batch_mix import (
+    BatchMix,
+    NoMixOptions,
+    batch_mix_options_class,
+    create_batch_mix,
+    list_batch_mixes,
+)
+from meid_bench.models.losses import BCEOptions, MultiLabelLoss, create_criterion, list_losses, loss_options_class
+from meid_bench.models.options import options_to_dict, parse_options
+
+RECIPE_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``name`` (a registered model) and ``params``, that model's typed config dataclass (hidden, dropout, ...)."""
+
+    name: str
+    params: BaseModelConfig
+
+    @property
+    def hidden(self) -> int | None:
+        return self.params.hidden
+
+    @property
+    def dropout(self) -> float:
+        return self.params.dropout
+
+    def create(self, input_dim: int, num_classes: int, class_groups: Any = None) -> VideoModel:
+        return create_model(
+            self.name, input_dim=input_dim, num_classes=num_classes, class_groups=class_groups, config=self.params
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **options_to_dict(self.params)}
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """``name`` (bce, focal, cb, ldam_drw, eql) and ``options``, that loss's options dataclass."""
+
+    name: str = "bce"
+    options: Any = field(default_factory=BCEOptions)
+
+    def create(self, class_counts: np.ndarray) -> MultiLabelLoss:
+        return create_criterion(self, class_counts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **options_to_dict(self.options)}
+
+
+@dataclass(frozen=True)
+class BatchMixConfig:
+    """``name`` (none, mixup, framestack) and ``options``, that strategy's options dataclass."""
+
+    name: str = "none"
+    options: Any = field(default_factory=NoMixOptions)
+
+    def create(self, num_classes: int, seed: int = 0) -> BatchMix | None:
+        return create_batch_mix(self, num_classes, seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **options_to_dict(self.options)}
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How a batch stream draws videos: instance (shuffle), cbs (class uniform, then a video of it) or srs (class
+    with probability ~ sqrt(count)). label_mask: the reference's mask 1 - (labels - onehot(sampled class)), which
+    trains only the sampled class among the video's positives (cbs/srs only)."""
+
+    name: Literal["instance", "cbs", "srs"] = "instance"
+    label_mask: bool = False
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.label_mask and self.name == "instance":
+            return [("label_mask", "applies to cbs/srs sampling only; set it to false or change the sampler name")]
+        return []
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam(W) with a step schedule (x gamma at each milestone epoch) and gradient-norm clipping (null: none)."""
+
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = (30, 60)
+    gamma: float = 0.1
+    clip_grad_norm: float | None = 20.0
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if self.lr <= 0:
+            found.append(("lr", f"must be > 0, got {self.lr}"))
+        if self.weight_decay < 0:
+            found.append(("weight_decay", f"must be >= 0, got {self.weight_decay}"))
+        if list(self.milestones) != sorted(set(self.milestones)) or any(m < 1 for m in self.milestones):
+            found.append(("milestones", f"must be strictly increasing positive epochs, got {list(self.milestones)}"))
+        if not 0 < self.gamma <= 1:
+            found.append(("gamma", f"must be in (0, 1], got {self.gamma}"))
+        if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
+            found.append(("clip_grad_norm", f"must be > 0 or null, got {self.clip_grad_norm}"))
+        return found
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Frames per video: train_frames drawn per epoch (random: with replacement, sorted - the reference; uniform:
+    evenly spaced), eval_frames evenly spaced for validation and test."""
+
+    train_frames: int = 60
+    eval_frames: int = 150
+    train_frame_sampling: Literal["random", "uniform"] = "random"
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        for name in ("train_frames", "eval_frames"):
+            if getattr(self, name) < 1:
+                found.append((name, f"must be >= 1, got {getattr(self, name)}"))
+        return found
+
+
+@dataclass(frozen=True)
+class _Scalars:
+    """The recipe's top-level scalar keys (parsed and checked together)."""
+
+    description: str = ""
+    epochs: int = 100
+    batch_size: int = 128
+    eval_every: int = 1
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [(name, f"must be >= 1, got {getattr(self, name)}") for name in ("epochs", "batch_size", "eval_every")
+                if getattr(self, name) < 1]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A complete, typed training recipe. ``balanced_sampler`` feeds the balanced stream of models that declare it
+    (MEID with expert 2); others ignore it."""
+
+    name: str
+    model: ModelConfig
+    description: str = ""
+    loss: LossConfig = field(default_factory=LossConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    balanced_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig("cbs", True))
+    batch_mix: BatchMixConfig = field(default_factory=BatchMixConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    epochs: int = 100
+    batch_size: int = 128
+    eval_every: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every key with its resolved value (plain types): what run.json and checkpoints record."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "model": self.model.to_dict(),
+            "loss": self.loss.to_dict(),
+            "sampler": options_to_dict(self.sampler),
+            "balanced_sampler": options_to_dict(self.balanced_sampler),
+            "batch_mix": self.batch_mix.to_dict(),
+            "optim": options_to_dict(self.optim),
+            "data": options_to_dict(self.data),
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "eval_every": self.eval_every,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "<recipe>", default_name: str | None = None) -> "Recipe":
+        """Parse and validate a recipe mapping; ``where`` names its source in error messages."""
+        if not isinstance(data, Mapping):
+            raise MeidBenchError(
+                f"{where}: expected a mapping of recipe keys at the top level, got {type(data).__name__}"
+            )
+        known = [f.name for f in fields(cls)]
+        for key in data:
+            if key not in known:
+                raise MeidBenchError(f"{where}: {key}: unknown key; known keys here: {', '.join(sorted(known))}")
+        name = data.get("name", default_name)
+        if name is None:
+            raise MeidBenchError(f"{where}: name: missing required key")
+        if not isinstance(name, str) or not name:
+            raise MeidBenchError(f"{where}: name: expected a non-empty string, got {name!r}")
+        if "model" not in data:
+            raise MeidBenchError(f"{where}: model: missing required key (a mapping with at least `name`)")
+        model_name, model_options = _named_section(data, "model", None, list_models(), where)
+        scalars = parse_options(
+            _Scalars, {k: data[k] for k in ("description", "epochs", "batch_size", "eval_every") if k in data}, where
+        )
+        loss_name, loss_options = _named_section(data, "loss", "bce", list_losses(), where)
+        mix_name, mix_options = _named_section(data, "batch_mix", "none", list_batch_mixes(), where)
+        return cls(
+            name=name,
+            description=scalars.description,
+            model=ModelConfig(model_name, parse_options(model_config_class(model_name), model_options, where, "model")),
+            loss=LossConfig(loss_name, parse_options(loss_options_class(loss_name), loss_options, where, "loss")),
+            sampler=_section(data, "sampler", SamplerConfig, SamplerConfig(), where),
+            balanced_sampler=_section(data, "balanced_sampler", SamplerConfig, SamplerConfig("cbs", True), where),
+            batch_mix=BatchMixConfig(
+                mix_name, parse_options(batch_mix_options_class(mix_name), mix_options, where, "batch_mix")
+            ),
+            optim=_section(data, "optim", OptimConfig, OptimConfig(), where),
+            data=_section(data, "data", DataConfig, DataConfig(), where),
+            epochs=scalars.epochs,
+            batch_size=scalars.batch_size,
+            eval_every=scalars.eval_every,
+        )
+
+
+def _named_section(
+    data: Mapping[str, Any], key: str, default_name: str | None, choices: list[str], where: str
+) -> tuple[str, dict[str, Any]]:
+    section = data.get(key, {})
+    if not isinstance(section, Mapping):
+        raise MeidBenchError(f"{where}: {key}: expected a mapping with `name` and options, got {section!r}")
+    name = section.get("name", default_name)
+    if name is None:
+        raise MeidBenchError(f"{where}: {key}.name: missing required key; one of {', '.join(choices)}")
+    if not isinstance(name, str) or name not in choices:
+        raise MeidBenchError(f"{where}: {key}.name: unknown {key} {name!r}; one of {', '.join(choices)}")
+    return name, {k: v for k, v in section.items() if k != "name"}
+
+
+def _section(data: Mapping[str, Any], key: str, cls: type, default: Any, where: str) -> Any:
+    if key not in data:
+        return default
+    return parse_options(cls, data[key], where, key)
+
+
+# -- YAML ------------------------------------------------------------------------------------------------------------
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-4` as a float (YAML 1.1 wants `1.0e-4`) and rejects duplicate keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise MeidBenchError(f"{mark.name}: line {mark.line + 1}: {key}: duplicate key; keep one of them")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse one YAML file; syntax errors become a MeidBenchError with the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MeidBenchError(f"{path}: cannot read the recipe ({exc.strerror}); check the path") from None
+    loader = _RecipeLoader(text)
+    loader.name = str(path)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = f"line {mark.line + 1}" if mark is not None else "?"
+        raise MeidBenchError(f"{path}: {line}: invalid YAML ({exc.problem}); fix the syntax") from None
+    finally:
+        loader.dispose()
+
+
+def recipes_dir() -> Path:
+    """The repository's recipes/ folder (next to the meid_bench package in a source or editable install)."""
+    return Path(meid_bench.__file__).resolve().parents[1] / "recipes"
+
+
+def list_recipes() -> list[str]:
+    """Names of the shipped recipes (file stems in recipes/)."""
+    folder = recipes_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.iterdir() if p.suffix in RECIPE_SUFFIXES)
+
+
+def resolve_recipe_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """A path as given when it looks like one (has a .yaml/.yml suffix or a folder part), else recipes/<name>.yaml."""
+    text = os.fspath(name_or_path)
+    path = Path(text)
+    if path.suffix in RECIPE_SUFFIXES or "/" in text or os.sep in text:
+        if not path.is_file():
+            raise MeidBenchError(f"{path}: recipe file not found; pass an existing YAML file or a recipe name")
+        return path
+    candidate = recipes_dir() / f"{text}.yaml"
+    if not candidate.is_file():
+        available = ", ".join(list_recipes()) or f"none found in {recipes_dir()}"
+        raise MeidBenchError(f"--recipe {text}: unknown recipe name; available: {available}; or pass a YAML file path")
+    return candidate
+
+
+def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
+    """Load and validate a recipe by name (recipes/<name>.yaml) or path; ``name`` defaults to the file stem."""
+    path = resolve_recipe_path(name_or_path)
+    return Recipe.from_dict(read_yaml(path), where=str(path), default_name=path.stem)

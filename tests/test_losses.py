@@ -1,0 +1,232 @@
+"""The long-tail losses against hand-computed values on tiny cases, and the batch-mixing strategies."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from meid_bench.errors import MeidBenchError
+from meid_bench.models.batch_mix import FrameStack, Mixup, create_batch_mix
+from meid_bench.models.losses import class_balanced_weights, create_criterion, list_losses
+
+
+@dataclass
+class Config:
+    name: str
+    options: Any = field(default_factory=dict)
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x)) if x < 30 else x + math.log1p(math.exp(-x))
+
+
+def bce(logit: float, target: float) -> float:
+    return softplus(logit) - target * logit
+
+
+LOGITS = torch.tensor([[0.0, 2.0]])
+TARGETS = torch.tensor([[1.0, 0.0]])
+COUNTS = np.array([1, 10])
+
+
+def test_the_five_losses_are_registered():
+    assert list_losses() == ["bce", "cb", "eql", "focal", "ldam_drw"]
+
+
+def test_bce_by_hand_with_and_without_mask():
+    criterion = create_criterion(Config("bce"), COUNTS)
+    expected = (bce(0.0, 1.0) + bce(2.0, 0.0)) / 2
+    assert criterion(LOGITS, TARGETS).item() == pytest.approx(expected, rel=1e-6)
+    # A masked element contributes 0 but still counts in the mean (the reference's BCE weight semantics).
+    masked = criterion(LOGITS, TARGETS, torch.tensor([[1.0, 0.0]]))
+    assert masked.item() == pytest.approx(bce(0.0, 1.0) / 2, rel=1e-6)
+
+
+def test_bce_accepts_half_precision_logits_and_soft_targets():
+    criterion = create_criterion(Config("bce"), COUNTS)
+    value = criterion(LOGITS.half(), torch.tensor([[0.25, 0.75]]))
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx((bce(0.0, 0.25) + bce(2.0, 0.75)) / 2, rel=1e-3)
+
+
+def test_focal_by_hand():
+    criterion = create_criterion(Config("focal", {"gamma": 2.0, "alpha": 0.5}), COUNTS)
+    terms = []
+    for logit, target in ((0.0, 1.0), (2.0, 0.0)):
+        loss = bce(logit, target)
+        terms.append(0.5 * (1 - math.exp(-loss)) ** 2 * loss)
+    assert criterion(LOGITS, TARGETS).item() == pytest.approx(sum(terms) / 2, rel=1e-5)
+    # gamma 0 and alpha 1 is plain BCE.
+    plain = create_criterion(Config("focal", {"gamma": 0.0}), COUNTS)
+    reference = create_criterion(Config("bce"), COUNTS)(LOGITS, TARGETS).item()
+    assert plain(LOGITS, TARGETS).item() == pytest.approx(reference)
+
+
+def test_class_balanced_weights_and_loss_by_hand():
+    # beta 0.9: w = 0.1 / (1 - 0.9^n): n=1 -> 1; n=10 -> 0.1 / (1 - 0.9^10); normalised to sum to C = 2.
+    raw = np.array([1.0, 0.1 / (1 - 0.9**10)])
+    expected_weights = raw / raw.sum() * 2
+    np.testing.assert_allclose(class_balanced_weights(COUNTS, 0.9), expected_weights)
+    criterion = create_criterion(Config("cb", {"beta": 0.9}), COUNTS)
+    expected = (expected_weights[0] * bce(0.0, 1.0) + expected_weights[1] * bce(2.0, 0.0)) / 2
+    assert criterion(LOGITS, TARGETS).item() == pytest.approx(expected, rel=1e-5)
+    focal_base = create_criterion(Config("cb", {"beta": 0.9, "base": "focal", "gamma": 1.0}), COUNTS)
+    terms = [w * (1 - math.exp(-bce(z, y))) * bce(z, y) for w, z, y in zip(expected_weights, (0.0, 2.0), (1.0, 0.0))]
+    assert focal_base(LOGITS, TARGETS).item() == pytest.approx(sum(terms) / 2, rel=1e-5)
+
+
+def test_class_balanced_weights_survive_zero_counts():
+    weights = class_balanced_weights(np.array([0, 5, 100]), 0.9999)
+    assert np.isfinite(weights).all() and weights.sum() == pytest.approx(3.0)
+    assert weights[0] > weights[1] > weights[2]
+
+
+def test_ldam_margins_scale_and_deferred_reweighting_by_hand():
+    counts = np.array([1, 16])  # n^-1/4 = (1, 0.5) -> margins (0.5, 0.25) with max margin 0.5
+    options = {"max_margin": 0.5, "scale": 30.0, "drw_epoch": 3, "drw_beta": 0.9}
+    criterion = create_criterion(Config("ldam_drw", options), counts)
+    torch.testing.assert_close(criterion.margins, torch.tensor([0.5, 0.25]))
+    logits = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # Only positives are shifted by their own class's margin, then everything is scaled by 30.
+    elements = [bce(30 * 0.5, 1.0), bce(30 * 1.0, 0.0), bce(30 * 1.0, 0.0), bce(30 * 0.75, 1.0)]
+    weights_after = class_balanced_weights(counts, 0.9)
+    criterion.set_epoch(2)
+    assert criterion(logits, targets).item() == pytest.approx(sum(elements) / 4, rel=1e-5)
+    criterion.set_epoch(3)
+    weighted = [weights_after[0] * elements[0], weights_after[1] * elements[1],
+                weights_after[0] * elements[2], weights_after[1] * elements[3]]
+    assert criterion(logits, targets).item() == pytest.approx(sum(weighted) / 4, rel=1e-5)
+    criterion.set_epoch(0)  # a resumed or restarted schedule switches back
+    assert criterion(logits, targets).item() == pytest.approx(sum(elements) / 4, rel=1e-5)
+
+
+def test_ldam_reference_defaults():
+    criterion = create_criterion(Config("ldam_drw"), np.array([10, 1000]))
+    assert criterion.scale == 30.0 and criterion.drw_epoch == 50
+    assert criterion.margins.max().item() == pytest.approx(0.5)
+
+
+def test_eql_drops_only_tail_class_negatives():
+    counts = np.array([200, 50])  # class 1 is tail (<= 100)
+    logits = torch.tensor([[0.5, -1.0], [2.0, 1.5]])
+    targets = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    always = create_criterion(Config("eql", {"tail_threshold": 100, "drop_prob": 1.0}), counts)
+    # Element (1, 1) is a tail-class negative: dropped. Everything else is plain BCE.
+    kept = [bce(0.5, 1.0), bce(-1.0, 1.0), bce(2.0, 0.0)]
+    assert always(logits, targets).item() == pytest.approx(sum(kept) / 4, rel=1e-6)
+    never = create_criterion(Config("eql", {"drop_prob": 0.0}), counts)
+    assert never(logits, targets).item() == pytest.approx((sum(kept) + bce(1.5, 0.0)) / 4, rel=1e-6)
+
+
+def test_eql_reference_rate_drops_about_that_share_of_tail_negatives():
+    torch.manual_seed(0)
+    counts = np.array([50])
+    criterion = create_criterion(Config("eql", {"drop_prob": 0.25}), counts)
+    logits = torch.zeros(20000, 1)
+    value = criterion(logits, torch.zeros(20000, 1)).item()
+    assert value / math.log(2) == pytest.approx(0.75, abs=0.02)
+
+
+def test_create_criterion_rejects_unknown_losses_and_options():
+    with pytest.raises(MeidBenchError, match="unknown loss 'ldam'"):
+        create_criterion(Config("ldam"), COUNTS)
+    with pytest.raises(MeidBenchError, match="create_criterion\\('focal'\\): gama: unknown key"):
+        create_criterion(Config("focal", {"gama": 2}), COUNTS)
+    with pytest.raises(MeidBenchError, match="beta: must be in"):
+        create_criterion(Config("cb", {"beta": 1.0}), COUNTS)
+
+
+# -- batch mixing ----------------------------------------------------------------------------------------------------
+
+
+def test_mixup_is_one_convex_combination_of_the_batch_and_a_permutation():
+    features = torch.arange(6, dtype=torch.float32).view(6, 1, 1).expand(6, 3, 2).clone()  # video i is all i
+    targets = torch.eye(6)
+    mixed = Mixup(alpha=1.0, seed=3)(features, targets)
+    # Row i of the targets is l * e_i + (1 - l) * e_perm(i), with one l for the whole batch.
+    torch.testing.assert_close(mixed.targets.sum(dim=1), torch.ones(6))
+    own = mixed.targets.diagonal()
+    moved = own < 1
+    assert moved.any()
+    torch.testing.assert_close(own[moved], own[moved][0].expand(int(moved.sum())))
+    # Features mixed with the same weights.
+    expected = mixed.targets @ torch.arange(6.0)
+    torch.testing.assert_close(mixed.features, expected.view(6, 1, 1).expand(6, 3, 2))
+    assert mixed.mask is None
+    masked = Mixup(alpha=1.0, seed=3)(features, targets, torch.ones(6, 6))
+    torch.testing.assert_close(masked.mask, torch.ones(6, 6))
+
+
+def test_mixup_is_reproducible_and_resumable_from_its_state():
+    features, targets = torch.randn(6, 3, 2), (torch.rand(6, 4) > 0.5).float()
+    first = Mixup(seed=1)
+    first(features, targets)
+    state = first.state_dict()
+    expected = first(features, targets)
+    resumed = Mixup(seed=99)
+    resumed.load_state_dict(state)
+    again = resumed(features, targets)
+    torch.testing.assert_close(again.features, expected.features)
+    torch.testing.assert_close(again.targets, expected.targets)
+
+
+def test_framestack_takes_frames_by_ap_share_and_mixes_labels_with_the_same_weights():
+    # A seed whose permutation of two videos swaps them, so each video is mixed with the other.
+    seed = next(s for s in range(100) if np.random.Generator(np.random.PCG64(s)).permutation(2).tolist() == [1, 0])
+    num_frames = 10
+    strategy = FrameStack(num_classes=2, mix_fraction=1.0, seed=seed)
+    strategy.update_class_ap(np.array([0.8, 0.2]))
+    # Video 0 (class 0, AP 0.8) gives up frames: its partner share is beta = 0.8 / (0.8 + 0.2) = 0.8.
+    time = torch.arange(num_frames, dtype=torch.float32).view(1, -1, 1) / 100
+    features = torch.stack([torch.zeros(num_frames, 1), torch.ones(num_frames, 1)]) + time
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    out = strategy(features, targets)
+    # Video 1 (AP 0.2) keeps 0.8 of itself: both mixes weigh class 1 by 0.8.
+    torch.testing.assert_close(out.targets, torch.tensor([[0.2, 0.8], [0.2, 0.8]]))
+    # Video 0: int(0.8 * 10) = 8 partner frames first, then 2 of its own; video 1: 2 from video 0, then 8 own.
+    assert (out.features[0, :8, 0] >= 1).all() and (out.features[0, 8:, 0] < 1).all()
+    assert (out.features[1, :2, 0] < 1).all() and (out.features[1, 2:, 0] >= 1).all()
+    # Source frames are uniformly spaced over the source video, in time order.
+    torch.testing.assert_close(out.features[0, 8:, 0], torch.tensor([0.0, 0.09]))
+    torch.testing.assert_close(out.features[1, :2, 0], torch.tensor([0.0, 0.09]))
+
+
+def test_framestack_mixes_half_the_batch_and_uses_even_shares_before_any_ap():
+    strategy = FrameStack(num_classes=3, seed=5)  # mix_fraction 0.5 by default
+    np.testing.assert_array_equal(strategy.partner_shares(torch.eye(3), np.array([1, 2, 0])), [0.5, 0.5, 0.5])
+    features, targets = torch.randn(8, 6, 4), (torch.rand(8, 3) > 0.5).float()
+    mask = torch.ones(8, 3)
+    mask[0, 0] = 0.0
+    out = strategy(features, targets, mask)
+    torch.testing.assert_close(out.features[4:], features[4:])
+    torch.testing.assert_close(out.targets[4:], targets[4:])
+    assert out.features.shape == features.shape and out.mask.shape == mask.shape
+    assert out.mask[:4].sum() >= 4 * 3 - 2  # the one zero reaches at most two mixed rows (itself and its partner)
+
+
+def test_framestack_ap_update_keeps_previous_values_where_nan_and_round_trips_its_state():
+    strategy = FrameStack(num_classes=3, seed=0)
+    strategy.update_class_ap(np.array([0.1, 0.2, 0.3]))
+    strategy.update_class_ap(np.array([0.5, np.nan, 0.7]))
+    np.testing.assert_allclose(strategy.class_ap, [0.5, 0.2, 0.7])
+    copy = FrameStack(num_classes=3, seed=1)
+    copy.load_state_dict(strategy.state_dict())
+    np.testing.assert_allclose(copy.class_ap, strategy.class_ap)
+    with pytest.raises(ValueError):
+        strategy.update_class_ap(np.zeros(2))
+
+
+def test_create_batch_mix():
+    assert create_batch_mix(Config("none"), 3) is None
+    assert isinstance(create_batch_mix(Config("mixup", {"alpha": 0.4}), 3), Mixup)
+    assert isinstance(create_batch_mix(Config("framestack"), 3), FrameStack)
+    with pytest.raises(MeidBenchError, match="unknown batch_mix 'cutmix'"):
+        create_batch_mix(Config("cutmix"), 3)
+    with pytest.raises(MeidBenchError, match="alpha: must be > 0"):
+        create_batch_mix(Config("mixup", {"alpha": 0}), 3)

@@ -1,0 +1,393 @@
+"""MEID and the baselines on tiny sizes: shapes, gradient flow through every part and switch, frame selection,
+fusion, the training-step contract and the registry's errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from meid_bench.errors import MeidBenchError
+from meid_bench.models import (
+    MEID,
+    ModelOutput,
+    compute_training_losses,
+    create_criterion,
+    create_model,
+    list_models,
+    model_config_class,
+)
+from meid_bench.models.layers import Neck, branch_moments, pool
+from meid_bench.models.meid import (
+    MotionModule,
+    frame_moments,
+    frames_to_keep,
+    fuse_logits,
+    lowest_attention_frames,
+    moment_distance,
+    random_frames,
+)
+
+D, C, T, H, B = 8, 5, 6, 16, 4
+GROUPS = np.array(["head", "head", "medium", "tail", "tail"])
+COUNTS = np.array([50, 40, 20, 5, 2])
+
+
+class _Loss:
+    name = "bce"
+    options: dict = {}
+
+
+@pytest.fixture
+def criterion():
+    return create_criterion(_Loss(), COUNTS)
+
+
+def make_batch(seed: int, batch: int = B, frames: int = T, mask: bool = False) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    out = {
+        "features": torch.randn(batch, frames, D, generator=generator),
+        "target": (torch.rand(batch, C, generator=generator) > 0.5).float(),
+    }
+    if mask:
+        out["mask"] = (torch.rand(batch, C, generator=generator) > 0.3).float()
+    return out
+
+
+def make_meid(**options) -> MEID:
+    torch.manual_seed(0)
+    options.setdefault("hidden", H)
+    model = create_model("meid", input_dim=D, num_classes=C, class_groups=GROUPS, **options)
+    assert isinstance(model, MEID)
+    return model
+
+
+def two_streams(mask: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+    return {"instance": make_batch(1, mask=mask), "balanced": make_batch(2, mask=mask)}
+
+
+def assert_all_parameters_get_gradients(model: nn.Module, loss: torch.Tensor) -> None:
+    model.zero_grad()
+    loss.backward()
+    without = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert without == [], f"parameters without gradient: {without}"
+
+
+def test_registry_lists_the_three_models():
+    assert list_models() == ["attention", "late_avg", "meid"]
+
+
+@pytest.mark.parametrize("name", ["late_avg", "attention", "meid"])
+def test_every_model_gives_logits_of_shape_b_by_c_in_train_and_eval(name, criterion):
+    model = create_model(name, input_dim=D, num_classes=C, class_groups=GROUPS, hidden=H)
+    for train in (True, False):
+        model.train(train)
+        out = model(make_batch(0)["features"])
+        assert isinstance(out, ModelOutput)
+        assert out.logits.shape == (B, C)
+        assert out.aux_loss.shape == ()
+        assert torch.isfinite(out.logits).all()
+
+
+@pytest.mark.parametrize("name", ["late_avg", "attention"])
+def test_baselines_train_on_the_instance_stream_and_every_parameter_learns(name, criterion):
+    torch.manual_seed(0)
+    model = create_model(name, input_dim=D, num_classes=C, hidden=H)
+    assert model.batch_streams == ("instance",) and not model.needs_balanced_batch
+    losses = compute_training_losses(model, {"instance": make_batch(0)}, criterion)
+    assert list(losses) == ["classification"]
+    assert_all_parameters_get_gradients(model, sum(losses.values()))
+    with pytest.raises(ValueError, match="instance stream only"):
+        model(make_batch(0)["features"], balanced_features=make_batch(1)["features"])
+
+
+def test_late_avg_equals_the_mean_of_per_frame_logits():
+    model = create_model("late_avg", input_dim=D, num_classes=C).eval()
+    features = make_batch(3)["features"]
+    per_frame = model.classifier(model.embedding(features))  # [B, T, C]
+    torch.testing.assert_close(model(features).logits, per_frame.mean(dim=1))
+    assert model.hidden == D  # hidden: null is the reference Linear(D, D)
+
+
+def test_attention_baseline_pools_with_weights_that_sum_to_one():
+    model = create_model("attention", input_dim=D, num_classes=C, hidden=H).eval()
+    out = model(make_batch(0)["features"])
+    weights = out.extras["attention"]
+    assert weights.shape == (B, T)
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(B))
+
+
+# -- MEID ------------------------------------------------------------------------------------------------------------
+
+SWITCHES = [
+    {},
+    {"distill": False},
+    {"expert2": False},
+    {"frame_selection": "random"},
+    {"motion": False},
+    {"expert2_pooling": "inherited"},
+    {"expert2_pooling": "mean"},
+    {"distill_form": "kl"},
+    {"distill_detach_teacher": False},
+    {"fusion": "mean_prob"},
+    {"tail_groups": ["medium", "tail"]},
+]
+
+
+@pytest.mark.parametrize("switches", SWITCHES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "full")
+def test_meid_gradients_reach_every_parameter_under_every_switch(switches, criterion):
+    model = make_meid(**switches).train()
+    streams = ("instance", "balanced") if switches.get("expert2", True) else ("instance",)
+    assert model.batch_streams == streams
+    losses = compute_training_losses(model, two_streams(mask=True), criterion)
+    expected = ["expert1"] + (["distill"] if switches.get("distill", True) else [])
+    expected += ["expert2"] if switches.get("expert2", True) else []
+    assert list(losses) == expected
+    assert all(value.shape == () and torch.isfinite(value) for value in losses.values())
+    assert_all_parameters_get_gradients(model, sum(losses.values()))
+    model.eval()
+    assert model(make_batch(5)["features"]).logits.shape == (B, C)
+
+
+def test_meid_builds_only_the_modules_its_switches_use():
+    names = lambda m: {name.split(".")[0] for name, _ in m.named_parameters()}  # noqa: E731
+    full = names(make_meid())
+    assert {"embedding", "attention", "head_neck", "tail_neck", "head_classifier", "tail_classifier",
+            "expert2_attention", "motion", "expert2_classifier"} == full
+    assert names(make_meid(expert2=False)) == full - {"expert2_attention", "motion", "expert2_classifier"}
+    assert names(make_meid(motion=False)) == full - {"motion"}
+    assert names(make_meid(expert2_pooling="mean")) == full - {"expert2_attention"}
+
+
+def test_distillation_loss_is_zero_when_off_and_in_eval_mode_and_positive_when_on():
+    features = make_batch(0)["features"]
+    assert make_meid(distill=False).train()(features).aux_loss.item() == 0.0
+    on = make_meid(distill_weight=2.0).train()
+    aux = on(features).aux_loss
+    assert aux.item() > 0.0 and aux.requires_grad
+    assert on.eval()(features).aux_loss.item() == 0.0
+
+
+def test_distillation_is_the_weighted_moment_distance_from_tail_neck_to_detached_head_neck():
+    model = make_meid(dropout=0.0, distill_weight=0.5).train()
+    features = make_batch(0)["features"]
+    frames = model.embedding(features)
+    # The necks' residual branches: the part in which the two necks' frame features differ.
+    tail_branch = model.tail_neck(frames) - frames
+    head_branch = model.head_neck(frames) - frames
+    expected = 0.5 * moment_distance(tail_branch, head_branch)
+    torch.testing.assert_close(model(features).aux_loss, expected)
+    # The teacher is detached: the distillation loss alone leaves the head neck untouched.
+    model.zero_grad()
+    model(features).aux_loss.backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.head_neck.parameters())
+    assert any(p.grad.abs().sum() > 0 for p in model.tail_neck.parameters())
+
+
+def test_closed_form_branch_moments_equal_the_per_frame_statistics():
+    torch.manual_seed(0)
+    up = nn.Linear(3, 5)
+    activations = torch.relu(torch.randn(4, 7, 3))
+    mean, std = branch_moments(activations, up)
+    expected_mean, expected_std = frame_moments(up(activations))
+    torch.testing.assert_close(mean, expected_mean)
+    torch.testing.assert_close(std, expected_std, rtol=1e-4, atol=1e-5)
+
+
+def test_neck_pooled_equals_pooling_the_per_frame_neck_output():
+    torch.manual_seed(0)
+    neck = Neck(6, 2)
+    frames = torch.randn(3, 4, 6)
+    weights = torch.softmax(torch.randn(3, 4), dim=-1)
+    pooled, activations = neck.pooled(frames, pool(frames, weights), weights)
+    torch.testing.assert_close(pooled, pool(neck(frames), weights))
+    assert activations.shape == (3, 4, 2)
+
+
+def test_moment_distance_by_hand():
+    student = torch.tensor([[0.0, 2.0], [2.0, 2.0]])  # means (1, 2), stds (1, 0)
+    teacher = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # means (1, 0), stds (0, 0)
+    # mean term ((0)^2 + (2)^2) / 2 = 2; std term ((1 - 0)^2 + 0) / 2 = 0.5 (up to the 1e-6 epsilon)
+    assert moment_distance(student, teacher).item() == pytest.approx(2.5, abs=1e-3)
+
+
+def test_expert1_logits_come_from_the_head_and_tail_necks_in_class_order():
+    model = make_meid(dropout=0.0).eval()
+    features = make_batch(0)["features"]
+    out = model(features)
+    frames = model.embedding(features)
+    weights = out.extras["attention"]
+    head = model.head_classifier(pool(model.head_neck(frames), weights))
+    tail = model.tail_classifier(pool(model.tail_neck(frames), weights))
+    logits = out.extras["expert1_logits"]
+    torch.testing.assert_close(logits[:, :3], head)  # classes 0-2: head and medium
+    torch.testing.assert_close(logits[:, 3:], tail)  # classes 3-4: tail
+
+
+def test_complementary_selection_keeps_exactly_the_lowest_attention_frames_in_time_order():
+    weights = torch.tensor([[0.30, 0.05, 0.20, 0.01, 0.40, 0.04], [0.10, 0.11, 0.12, 0.13, 0.14, 0.40]])
+    chosen = lowest_attention_frames(weights, 3)
+    assert chosen.tolist() == [[1, 3, 5], [0, 1, 2]]
+
+
+def test_meid_expert2_uses_the_lowest_attention_frames_of_expert1s_attention():
+    model = make_meid(cfs_ratio=0.5).train()
+    out = model(make_batch(1)["features"], balanced_features=make_batch(2, frames=10)["features"])
+    weights = out.extras["balanced_attention"]
+    chosen = out.extras["balanced_selected_frames"]
+    assert chosen.shape == (B, 5)
+    for row in range(B):
+        lowest = torch.argsort(weights[row])[:5].sort().values
+        assert chosen[row].tolist() == lowest.tolist()
+        kept = weights[row, chosen[row]]
+        dropped = weights[row, [t for t in range(10) if t not in chosen[row].tolist()]]
+        assert kept.max() < dropped.min()
+    assert not weights.requires_grad  # inherited without autograd: selection is discrete
+
+
+def test_expert2_sees_the_balanced_batch_and_does_not_train_expert1s_attention(criterion):
+    model = make_meid(dropout=0.0).train()
+    batches = two_streams()
+    out = model(batches["instance"]["features"], balanced_features=batches["balanced"]["features"])
+    frames = model.embedding(batches["balanced"]["features"])
+    expected, indices = model._expert2(frames, model.attention.weights(frames))
+    torch.testing.assert_close(out.extras["balanced_logits"], expected)
+    assert out.extras["balanced_logits"].shape == (B, C)
+    # Changing the instance batch leaves expert 2's logits unchanged.
+    other = model(make_batch(9)["features"], balanced_features=batches["balanced"]["features"])
+    torch.testing.assert_close(other.extras["balanced_logits"], out.extras["balanced_logits"])
+    # Expert 2's loss alone does not move expert 1's attention module (selection is discrete, computed without grad).
+    model.zero_grad()
+    criterion(out.extras["balanced_logits"], batches["balanced"]["target"]).backward()
+    assert all(p.grad is None for p in model.attention.parameters())
+    assert model.embedding.linear.weight.grad.abs().sum() > 0  # the embedding is shared
+
+
+def test_random_selection_keeps_distinct_time_ordered_frames_and_differs_from_complementary():
+    torch.manual_seed(0)
+    chosen = random_frames(64, 10, 4, torch.device("cpu"))
+    assert chosen.shape == (64, 4)
+    assert (chosen[:, 1:] > chosen[:, :-1]).all()
+    model = make_meid(frame_selection="random").eval()
+    weights = torch.arange(10, dtype=torch.float32).repeat(64, 1)
+    picks = model.select_frames(weights)
+    assert not (picks == torch.arange(5)).all()  # complementary would always pick frames 0-4 here
+
+
+def test_frames_to_keep_rounds_halves_up_and_stays_in_range():
+    assert frames_to_keep(6, 0.5) == 3
+    assert frames_to_keep(60, 0.25) == 15
+    assert frames_to_keep(5, 0.5) == 3
+    assert frames_to_keep(10, 0.01) == 1
+    assert frames_to_keep(10, 1.0) == 10
+
+
+def test_motion_module_adds_relu_of_a_linear_map_of_differences_between_consecutive_selected_frames():
+    motion = MotionModule(2)
+    with torch.no_grad():
+        motion.linear.weight.copy_(torch.eye(2))
+        motion.linear.bias.zero_()
+    frames = torch.tensor([[[1.0, 5.0], [3.0, 4.0], [0.0, 6.0]]])
+    # differences: (0, 0) for the first frame, then (2, -1), (-3, 2); ReLU keeps the positive parts.
+    expected = frames + torch.tensor([[[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]]])
+    torch.testing.assert_close(motion(frames), expected)
+
+
+def test_fusion_modes():
+    a = torch.tensor([[0.0, 2.0, -40.0]])
+    b = torch.tensor([[2.0, -2.0, 40.0]])
+    torch.testing.assert_close(fuse_logits(a, b, "mean_logit", 0.25), 0.75 * a + 0.25 * b)
+    assert fuse_logits(a, b, "expert1", 0.5) is a and fuse_logits(a, b, "expert2", 0.5) is b
+    fused = fuse_logits(a, b, "mean_prob", 0.5)
+    p = 0.5 * torch.sigmoid(a.double()) + 0.5 * torch.sigmoid(b.double())
+    torch.testing.assert_close(fused[:, :2].double(), torch.log(p / (1 - p))[:, :2])
+    assert torch.isfinite(fused).all()  # no saturation at large logits
+    assert fused[0, 2].item() == pytest.approx(0.0, abs=1e-4)  # sigmoid(-40) + sigmoid(40) = 1 -> p = 0.5
+
+
+def test_meid_inference_fuses_the_two_experts_on_the_same_videos():
+    model = make_meid(fusion="mean_logit", fusion_weight=0.3).eval()
+    out = model(make_batch(0)["features"])
+    expected = 0.7 * out.extras["expert1_logits"] + 0.3 * out.extras["expert2_logits"]
+    torch.testing.assert_close(out.logits, expected)
+    no_expert2 = make_meid(expert2=False).eval()
+    out = no_expert2(make_batch(0)["features"])
+    torch.testing.assert_close(out.logits, out.extras["expert1_logits"])
+
+
+def test_meid_state_dict_round_trip_gives_the_same_predictions():
+    model = make_meid().eval()
+    copy = make_meid()
+    for p in copy.parameters():
+        nn.init.zeros_(p)
+    copy.load_state_dict(model.state_dict())
+    features = make_batch(0)["features"]
+    torch.testing.assert_close(copy.eval()(features).logits, model(features).logits)
+
+
+def test_training_step_contract_through_a_wrapper_like_distributed_data_parallel(criterion):
+    class Wrapper(nn.Module):  # stands in for DistributedDataParallel: forward delegates, `.module` is the model
+        def __init__(self, module: nn.Module) -> None:
+            super().__init__()
+            self.module = module
+            self.calls = 0
+
+        def forward(self, *args, **kwargs):
+            self.calls += 1
+            return self.module(*args, **kwargs)
+
+    wrapped = Wrapper(make_meid())
+    losses = compute_training_losses(wrapped, two_streams(), criterion)
+    assert wrapped.calls == 1 and set(losses) == {"expert1", "distill", "expert2"}
+    assert wrapped.module.training_losses(two_streams(), criterion).keys() == losses.keys()
+
+
+def test_training_step_needs_every_declared_stream(criterion):
+    with pytest.raises(ValueError, match="balanced"):
+        compute_training_losses(make_meid(), {"instance": make_batch(0)}, criterion)
+    with pytest.raises(ValueError, match="balanced_features"):
+        make_meid().losses_from_output(make_meid()(make_batch(0)["features"]), two_streams(), criterion)
+
+
+def test_label_mask_reaches_the_criterion(criterion):
+    model = make_meid(expert2=False, distill=False, dropout=0.0)
+    batch = make_batch(0)
+    zero_mask = dict(batch, mask=torch.zeros(B, C))
+    losses = compute_training_losses(model, {"instance": zero_mask}, criterion)
+    assert losses["expert1"].item() == 0.0
+
+
+def test_create_model_rejects_unknown_names_options_and_wrong_types():
+    with pytest.raises(MeidBenchError, match="unknown model 'meed'"):
+        create_model("meed", input_dim=D, num_classes=C)
+    with pytest.raises(MeidBenchError, match="cfs_ration: unknown key"):
+        create_model("meid", input_dim=D, num_classes=C, class_groups=GROUPS, cfs_ration=0.5)
+    with pytest.raises(MeidBenchError, match="distill: expected true or false"):
+        create_model("meid", input_dim=D, num_classes=C, class_groups=GROUPS, distill="yes")
+    with pytest.raises(MeidBenchError, match="cfs_ratio: must be in"):
+        create_model("meid", input_dim=D, num_classes=C, class_groups=GROUPS, cfs_ratio=0.0)
+    with pytest.raises(MeidBenchError, match="fusion: is 'expert2' but expert2 is off"):
+        create_model("meid", input_dim=D, num_classes=C, class_groups=GROUPS, expert2=False, fusion="expert2")
+    with pytest.raises(MeidBenchError, match="tail_groups"):
+        create_model("meid", input_dim=D, num_classes=C, class_groups=GROUPS, tail_groups=["rare"])
+
+
+def test_meid_needs_class_groups_with_both_neck_sides():
+    with pytest.raises(ValueError, match="class_groups"):
+        create_model("meid", input_dim=D, num_classes=C)
+    with pytest.raises(ValueError, match="at least one head-neck and one tail-neck class"):
+        create_model("meid", input_dim=D, num_classes=C, class_groups=["head"] * C)
+    config = model_config_class("meid")(hidden=H)
+    model = create_model("meid", input_dim=D, num_classes=C, class_groups=GROUPS, config=config)
+    assert model.tail_class_mask.tolist() == [False, False, False, True, True]
+
+
+def test_meid_works_with_many_frames_and_a_single_kept_frame(criterion):
+    model = make_meid(cfs_ratio=0.01).train()
+    batches = {"instance": make_batch(1, frames=3), "balanced": make_batch(2, frames=3)}
+    out = model(batches["instance"]["features"], balanced_features=batches["balanced"]["features"])
+    assert out.extras["balanced_selected_frames"].shape == (B, 1)
+    assert all(math.isfinite(v.item()) for v in compute_training_losses(model, batches, criterion).values())
