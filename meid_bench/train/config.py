@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -336,3 +336,25 @@ def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
     """Load and validate a recipe by name (recipes/<name>.yaml) or path; ``name`` defaults to the file stem."""
     path = resolve_recipe_path(name_or_path)
     return Recipe.from_dict(read_yaml(path), where=str(path), default_name=path.stem)
+
+
+def apply_overrides(recipe: Recipe, overrides: Sequence[str]) -> Recipe:
+    """``["optim.lr=1e-3", "epochs=20"]``: set dotted keys of the recipe (values read as YAML), then validate the
+    whole recipe again, so an unknown key or a wrong type is the same clear error as in a recipe file."""
+    data = recipe.to_dict()
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key.strip():
+            raise MeidBenchError(f"--set {override!r}: expected KEY=VALUE, e.g. optim.lr=1e-3")
+        try:
+            value = yaml.load(text, Loader=_RecipeLoader)
+        except yaml.YAMLError:
+            raise MeidBenchError(f"--set {override!r}: the value is not valid YAML") from None
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise MeidBenchError(f"--set {override!r}: {part}: not a section of the recipe")
+            node = node[part]
+        node[parts[-1]] = value
+    return Recipe.from_dict(data, where="--set")

@@ -1,0 +1,84 @@
+"""`meid-bench evaluate` (score one run or any predictions file) and `meid-bench report` (plots, tables, HTML)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from meid_bench.errors import MeidBenchError
+
+
+@click.command()
+@click.option("--split", "split_dir", type=click.Path(path_type=Path),
+              help="Split folder. Required with --predictions; with --run it overrides run.json's split path "
+                   "(the checksum must still match).")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path),
+              help="Run folder: scores RUN/predictions/<subset>.parquet against the run's split.")
+@click.option("--predictions", "predictions_file", type=click.Path(path_type=Path),
+              help="Predictions Parquet file from any code (format: docs/evaluation.md).")
+@click.option("--subset", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="Which subset of the split the predictions score.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              help="Output folder for metrics.json and per_class.csv [default: the run folder, or the predictions "
+                   "file's folder]. The val subset writes metrics_val.json and per_class_val.csv.")
+@click.option("--force", is_flag=True, help="Replace existing metrics files.")
+def evaluate(split_dir: Path | None, run_dir: Path | None, predictions_file: Path | None, subset: str,
+             out_dir: Path | None, force: bool) -> None:
+    """Score predictions against a split: mAP, head/medium/tail mAP, top-k, per-class AP.
+
+    \b
+    Examples:
+      meid-bench evaluate --run runs/meid-charadeslt-s0
+      meid-bench evaluate --split splits/charadeslt --predictions my_method_test.parquet --out results/my_method
+    """
+    from meid_bench.build.split_io import load_split
+    from meid_bench.evaluator import Evaluator, read_predictions, write_metrics
+    from meid_bench.report.runs import evaluate_run, load_run_split, read_run
+
+    if (run_dir is None) == (predictions_file is None):
+        raise MeidBenchError("evaluate: give exactly one of --run RUN_DIR or --predictions FILE.parquet")
+    if run_dir is not None:
+        run = read_run(run_dir)
+        split = load_run_split(run, override=split_dir)
+        result, evaluator = evaluate_run(run, split, subset)
+        out = out_dir if out_dir is not None else run.path
+    else:
+        if split_dir is None:
+            raise MeidBenchError("evaluate: --predictions needs --split DIR (the split the predictions were made "
+                                 "for)")
+        evaluator = Evaluator(load_split(split_dir), subset)
+        video_ids, scores = read_predictions(predictions_file, evaluator.class_keys)
+        result = evaluator.eval(video_ids, scores, source=str(predictions_file))
+        out = out_dir if out_dir is not None else predictions_file.parent
+    written = write_metrics(out, result, evaluator.per_class(result), force=force)
+    click.echo(evaluator.table(result))
+    click.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports"), show_default=True,
+              help="Report folder (index.html, results.md, results.csv, one figure folder per split).")
+@click.option("--runs-root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="Where to find runs when no RUN_DIR is given.")
+@click.option("--force", is_flag=True, help="Replace an existing report folder.")
+def report(run_dirs: tuple[Path, ...], out_dir: Path, runs_root: Path, force: bool) -> None:
+    """Plots, results tables and one self-contained HTML page for runs (default: every run under runs/).
+
+    Runs are grouped by split; a run without metrics.json is evaluated from predictions/test.parquet.
+
+    \b
+    Examples:
+      meid-bench report
+      meid-bench report runs/baseline-s0 runs/meid-s0 --out reports/charadeslt
+    """
+    from meid_bench.report.assemble import write_report
+    from meid_bench.report.runs import find_runs
+
+    runs = list(run_dirs) if run_dirs else find_runs(runs_root)
+    if not runs:
+        raise MeidBenchError(f"{runs_root}: holds no run folders (none with a run.json); train a run first or pass "
+                             "RUN_DIR arguments")
+    out = write_report(runs, out_dir, force=force)
+    click.echo(f"wrote {out / 'index.html'} ({len(runs)} runs)")

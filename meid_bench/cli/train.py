@@ -1,0 +1,46 @@
+"""`meid-bench train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--split", "split_dir", type=click.Path(path_type=Path), required=True, help="Split folder.")
+@click.option("--features", type=click.Path(path_type=Path), default=None,
+              help="Feature store [default: <split>/features.h5].")
+@click.option("--recipe", default="meid", show_default=True,
+              help="A recipe name from recipes/ (meid, late_avg, cbs, ...) or a YAML file.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run folder [default: runs/<benchmark>-<recipe>-seed<seed>].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--epochs", type=int, default=None, help="Override the recipe's number of epochs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last checkpoint.")
+@click.option("--workers", type=int, default=0, show_default=True,
+              help="DataLoader workers (when features are read from the store, not held on the device).")
+@click.option("--resident", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
+              help="Hold all frames on the device (GPU or CPU memory) instead of reading the store per batch; "
+                   "auto: when the store is under 4 GiB.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key (repeatable), e.g. --set optim.lr=1e-3 --set data.train_frames=30.")
+def train(split_dir: Path, features: Path | None, recipe: str, out: Path | None, device: str, epochs: int | None,
+          seed: int, resume: bool, workers: int, resident: str, overrides: tuple[str, ...]) -> None:
+    """Train a recipe on a split; the best epoch on validation is scored on test.
+
+    \b
+    Examples:
+      meid-bench train --split splits/charadeslt
+      meid-bench train --split splits/charadeslt --recipe late_avg --seed 1 --epochs 30 --set optim.lr=1e-3
+      meid-bench train --split splits/charadeslt --out runs/meid-a --resume
+      torchrun --nproc_per_node 2 -m meid_bench train --split splits/charadeslt --recipe meid
+    """
+    from meid_bench.train.loop import TrainOptions
+    from meid_bench.train.loop import train as run_training
+
+    options = TrainOptions(split=split_dir, features=features, recipe=recipe, out=out, device=device,
+                           epochs=epochs, seed=seed, resume=resume, workers=workers, resident=resident,
+                           overrides=overrides)
+    run_training(options, echo=click.echo)

@@ -1,0 +1,158 @@
+"""Run folders as evaluation and reports read them: run.json, the split it names, predictions and metrics.json.
+
+A run folder (written by training, see ``docs/evaluation.md``) holds ``run.json``, ``predictions/val.parquet``,
+``predictions/test.parquet`` and, once evaluated, ``metrics.json``. Every reader here checks that the split found
+through run.json is the one the run was made on (its checksum), so numbers never mix splits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meid_bench.build.split_io import Split, load_split
+from meid_bench.errors import MeidBenchError
+from meid_bench.evaluator import METRICS_FORMAT, Evaluator, read_predictions
+
+RUN_FORMAT = "meid-bench-run"
+RUN_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Run:
+    """What run.json says about a run (``record`` is the whole file)."""
+
+    path: Path
+    name: str
+    method: str
+    seed: int | None
+    split_path: str
+    split_checksum: str
+    benchmark: str
+    recipe: dict
+    record: dict = field(repr=False)
+
+    def predictions_path(self, subset: str = "test") -> Path:
+        return self.path / "predictions" / f"{subset}.parquet"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.json"
+
+
+def read_run(run_dir: str | os.PathLike) -> Run:
+    """Read and check ``RUN_DIR/run.json``."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise MeidBenchError(f"{path}: no such run folder; pass a folder written by `meid-bench train`")
+    run_json = path / "run.json"
+    if not run_json.is_file():
+        raise MeidBenchError(f"{run_json}: missing; {path} is not a run folder (an empty or unfinished run?), "
+                             "train it again or pass another folder")
+    try:
+        record = json.loads(run_json.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MeidBenchError(f"{run_json}: not valid JSON ({exc}); the run was not written completely") from None
+    if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
+        raise MeidBenchError(f"{run_json}: field 'format' is not {RUN_FORMAT!r}; not a meid-bench run")
+    if record.get("format_version") != RUN_FORMAT_VERSION:
+        raise MeidBenchError(f"{run_json}: field 'format_version' is {record.get('format_version')!r}, this "
+                             f"meid-bench reads version {RUN_FORMAT_VERSION}")
+    split = record.get("split")
+    if not isinstance(split, dict) or not isinstance(split.get("path"), str) \
+            or not isinstance(split.get("checksum"), str):
+        raise MeidBenchError(f"{run_json}: field 'split' must hold 'path' and 'checksum' strings; the run record "
+                             "is incomplete")
+    recipe = record.get("recipe", {})
+    if not isinstance(recipe, dict):
+        raise MeidBenchError(f"{run_json}: field 'recipe' must be an object (the resolved config)")
+    seed = record.get("seed")
+    return Run(path=path, name=str(record.get("name") or path.name), method=str(record.get("method", "?")),
+               seed=seed if isinstance(seed, int) else None, split_path=split["path"],
+               split_checksum=split["checksum"], benchmark=str(split.get("benchmark", "?")), recipe=recipe,
+               record=record)
+
+
+def find_runs(runs_root: str | os.PathLike) -> list[Path]:
+    """Every folder directly under ``runs_root`` that holds a run.json, sorted by name."""
+    root = Path(runs_root)
+    if not root.is_dir():
+        raise MeidBenchError(f"{root}: no such runs folder; train a run first or pass RUN_DIR arguments")
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / "run.json").is_file())
+
+
+def locate_split(run: Run, override: str | os.PathLike | None = None) -> Path:
+    """The split folder of a run: ``override`` if given, else run.json's path (absolute, or relative to the
+    working folder, to the run folder, or to the folder that holds the runs folder, in that order)."""
+    if override is not None:
+        return Path(override)
+    recorded = Path(run.split_path)
+    if recorded.is_absolute():
+        return recorded
+    for base in (Path.cwd(), run.path, run.path.parent.parent):
+        if (base / recorded).is_dir():
+            return base / recorded
+    raise MeidBenchError(f"{run.path / 'run.json'}: split.path: {run.split_path!r} was not found (looked in the "
+                         f"working folder, {run.path} and {run.path.parent.parent}); pass --split DIR")
+
+
+def load_run_split(run: Run, override: str | os.PathLike | None = None,
+                   cache: dict[Path, Split] | None = None) -> Split:
+    """Load the run's split and check that its checksum is the one in run.json."""
+    path = locate_split(run, override)
+    key = path.resolve()
+    split = cache.get(key) if cache is not None else None
+    if split is None:
+        split = load_split(path)
+        if cache is not None:
+            cache[key] = split
+    if split.checksum != run.split_checksum:
+        raise MeidBenchError(f"{run.path / 'run.json'}: split.checksum {run.split_checksum[:12]}... does not match "
+                             f"the split folder {path} ({split.checksum[:12]}...): the run was made on another "
+                             "split or the split was rebuilt; evaluate with the split the run was trained on")
+    return split
+
+
+def evaluate_run(run: Run, split: Split, subset: str = "test") -> tuple[dict, Evaluator]:
+    """Score ``predictions/<subset>.parquet`` of a run against its (already checked) split."""
+    source = run.predictions_path(subset)
+    if not source.is_file():
+        raise MeidBenchError(f"{source}: missing; the run has no {subset} predictions (did training finish?)")
+    evaluator = Evaluator(split, subset)
+    video_ids, scores = read_predictions(source, evaluator.class_keys)
+    return evaluator.eval(video_ids, scores, source=str(source)), evaluator
+
+
+def run_test_metrics(run: Run, split: Split) -> dict:
+    """The run's test metrics: its metrics.json (checked against the split), else computed from its predictions."""
+    if run.metrics_path.is_file():
+        return read_metrics(run.metrics_path, split)
+    if run.predictions_path("test").is_file():
+        return evaluate_run(run, split, "test")[0]
+    raise MeidBenchError(f"{run.path}: neither metrics.json nor predictions/test.parquet; the run is unfinished, "
+                         "train it again or leave it out")
+
+
+def read_metrics(path: Path, split: Split) -> dict:
+    """Read a metrics.json written by ``meid-bench evaluate`` or training, checking its split and subset."""
+    try:
+        metrics = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MeidBenchError(f"{path}: not valid JSON ({exc}); evaluate the run again with --force") from None
+    if not isinstance(metrics, dict) or metrics.get("format") != METRICS_FORMAT:
+        raise MeidBenchError(f"{path}: field 'format' is not {METRICS_FORMAT!r}; evaluate the run again with --force")
+    if metrics.get("split_checksum") != split.checksum:
+        raise MeidBenchError(f"{path}: split_checksum does not match the run's split {split.path}; the metrics are "
+                             "from another split, evaluate the run again with --force")
+    if metrics.get("subset") != "test":
+        raise MeidBenchError(f"{path}: subset is {metrics.get('subset')!r}, a report needs test metrics; evaluate "
+                             "the run again with --subset test --force")
+    for key in ("mAP", "mAP_head", "mAP_medium", "mAP_tail", "per_class_ap"):
+        if key not in metrics:
+            raise MeidBenchError(f"{path}: field {key!r} is missing; evaluate the run again with --force")
+    if len(metrics["per_class_ap"]) != split.num_classes:
+        raise MeidBenchError(f"{path}: per_class_ap has {len(metrics['per_class_ap'])} entries, the split has "
+                             f"{split.num_classes} classes; evaluate the run again with --force")
+    return metrics

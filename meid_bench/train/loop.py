@@ -1,0 +1,307 @@
+"""`meid-bench train`: one readable training loop.
+
+Per epoch: draw the recipe's batch streams (instance, plus class-balanced for MEID's expert 2), optionally mix the
+instance batch (mixup, FrameStack), sum the model's named losses, clip, step; then evaluate on the validation split
+and keep the best checkpoint by validation mAP. After the last epoch the best checkpoint predicts val and test once,
+and the evaluator scores the test predictions (the test set never chooses anything).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from meid_bench import __version__
+from meid_bench.build.features import default_feature_path
+from meid_bench.build.features.store import FeatureStore
+from meid_bench.build.split_io import Split, load_split
+from meid_bench.data import GpuResidentFeatures, VideoFeatureDataset
+from meid_bench.errors import MeidBenchError
+from meid_bench.evaluator import Evaluator, write_predictions
+from meid_bench.metrics import average_precision
+from meid_bench.models import STREAM_BALANCED, STREAM_INSTANCE, compute_training_losses, unwrap_model
+from meid_bench.train.batches import EvalStream, TrainStream
+from meid_bench.train.checkpoint import load_checkpoint, save_checkpoint
+from meid_bench.train.config import Recipe, apply_overrides, load_recipe
+from meid_bench.train.distributed import DistributedContext, init_distributed
+
+RUN_FORMAT = "meid-bench-run"
+RESIDENT_LIMIT_BYTES = 4 << 30  # "auto" keeps a split's frames on the device below this size
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    split: Path
+    features: Path | None = None
+    recipe: str = "meid"
+    out: Path | None = None
+    device: str = "auto"
+    epochs: int | None = None
+    seed: int = 0
+    resume: bool = False
+    workers: int = 0
+    resident: str = "auto"  # "auto", "yes" or "no": hold all frames on the device, no DataLoader
+    eval_batch_size: int = 256
+    overrides: tuple[str, ...] = ()  # "optim.lr=1e-3", ... applied to the recipe
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MeidBenchError("--device cuda: no CUDA GPU is visible to PyTorch here; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise MeidBenchError(f"--device {name!r}: choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def default_run_dir(split: Split, recipe: Recipe, seed: int) -> Path:
+    return Path("runs") / f"{split.name}-{recipe.name}-seed{seed}"
+
+
+def _open_store(split: Split, features: Path | None) -> FeatureStore:
+    path = Path(features) if features is not None else default_feature_path(split.path)
+    if not path.is_file():
+        raise MeidBenchError(f"{path}: no feature store; create one with `meid-bench features synth --split "
+                             f"{split.path}` (proxy features) or `meid-bench features pack ...`, or pass --features")
+    store = FeatureStore(path)
+    store.check_split(split)
+    return store
+
+
+def _use_resident(option: str, store: FeatureStore, device: torch.device) -> bool:
+    if option not in ("auto", "yes", "no"):
+        raise MeidBenchError(f"--resident {option!r}: choose auto, yes or no")
+    if option != "auto":
+        return option == "yes"
+    return int(store.offsets[-1]) * store.dim * np.dtype(store.dtype).itemsize < RESIDENT_LIMIT_BYTES
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, stream: EvalStream, device: torch.device) -> np.ndarray:
+    """Float32 logits [videos, classes] in the stream's order (rank on logits: sigmoid saturates)."""
+    core = unwrap_model(model)
+    core.eval()
+    chunks = []
+    for batch in stream:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            chunks.append(core(batch["features"]).logits.float().cpu())
+    core.train()
+    return torch.cat(chunks).numpy()
+
+
+class Trainer:
+    """Holds what one run needs; :meth:`fit` is the loop."""
+
+    def __init__(self, options: TrainOptions, echo: Callable[[str], None] = print) -> None:
+        self.options, self.echo = options, echo
+        self.split = load_split(options.split)
+        recipe = apply_overrides(load_recipe(options.recipe), options.overrides)
+        if options.epochs is not None:
+            if options.epochs < 1:
+                raise MeidBenchError(f"--epochs {options.epochs}: must be >= 1")
+            recipe = replace(recipe, epochs=options.epochs)
+        self.recipe = recipe
+        self.dist: DistributedContext = init_distributed(resolve_device(options.device))
+        self.device = self.dist.device
+        self.store = _open_store(self.split, options.features)
+        self.run_dir = Path(options.out) if options.out is not None else default_run_dir(self.split, recipe,
+                                                                                          options.seed)
+        self._check_run_dir()
+        torch.manual_seed(options.seed + self.dist.rank)
+
+        data, split, seed = recipe.data, self.split, options.seed
+        resident = _use_resident(options.resident, self.store, self.device)
+
+        def dataset(subset: str, train: bool, label_mask: bool = False) -> VideoFeatureDataset:
+            frames = data.train_frames if train else data.eval_frames
+            return VideoFeatureDataset(split, self.store, subset, frames, train=train, seed=seed,
+                                       label_mask=label_mask)
+
+        def train_stream(sampler, stream_seed: int) -> TrainStream:
+            ds = dataset("train", True, sampler.label_mask)
+            on_device = GpuResidentFeatures(ds, self.device) if resident else None
+            return TrainStream(ds, sampler.name, sampler.label_mask, recipe.batch_size, stream_seed, self.device,
+                               on_device, options.workers, self.dist.rank, self.dist.world)
+
+        def eval_stream(subset: str) -> EvalStream:
+            ds = dataset(subset, False)
+            on_device = GpuResidentFeatures(ds, self.device) if resident else None
+            return EvalStream(ds, options.eval_batch_size, self.device, on_device, options.workers)
+
+        num_classes = split.num_classes
+        model = recipe.model.create(self.store.dim, num_classes, class_groups=split.classes["group"].to_numpy())
+        self.streams = {STREAM_INSTANCE: train_stream(recipe.sampler, seed)}
+        if model.needs_balanced_batch:
+            self.streams[STREAM_BALANCED] = train_stream(recipe.balanced_sampler, seed + 1)
+        self.val, self.test = eval_stream("val"), eval_stream("test")
+        self.train_eval = eval_stream("train")  # FrameStack's per-class AP comes from the training set
+        self.model = model.to(self.device)
+        self.criterion = recipe.loss.create(split.classes["train_count"].to_numpy()).to(self.device)
+        self.mix = recipe.batch_mix.create(num_classes, seed=seed + self.dist.rank)
+        optim = recipe.optim
+        optimizer_class = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
+        self.optimizer = optimizer_class(self.model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(optim.milestones), optim.gamma)
+        self.val_evaluator = Evaluator(split, "val")
+        self.start_epoch, self.best = 0, {"epoch": -1, "val_mAP": -1.0}
+        if options.resume:
+            self._restore(load_checkpoint(self.run_dir / "checkpoints" / "last.pt", recipe.model.name,
+                                          split.checksum))
+        self.wrapped = self.dist.wrap(self.model)
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def fit(self) -> Path:
+        recipe, device = self.recipe, self.device
+        if self.dist.is_main:
+            self._write_run_json()
+        for epoch in range(self.start_epoch, recipe.epochs):
+            started = time.perf_counter()
+            self.criterion.set_epoch(epoch)
+            totals: dict[str, float] = {}
+            steps = 0
+            for step_batches in zip(*(stream.epoch(epoch) for stream in self.streams.values())):
+                batches = dict(zip(self.streams, step_batches))
+                if self.mix is not None:
+                    instance = batches[STREAM_INSTANCE]
+                    mixed = self.mix(instance["features"], instance["target"], instance.get("mask"))
+                    batches[STREAM_INSTANCE] = {"features": mixed.features, "target": mixed.targets,
+                                                **({"mask": mixed.mask} if mixed.mask is not None else {})}
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    losses = compute_training_losses(self.wrapped, batches, self.criterion)
+                loss = sum(losses.values())
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if recipe.optim.clip_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.optim.clip_grad_norm)
+                self.optimizer.step()
+                for name, value in losses.items():
+                    totals[name] = totals.get(name, 0.0) + float(value.detach())
+                steps += 1
+            self.scheduler.step()
+            record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "steps": steps,
+                      **{f"loss_{k}": v / max(steps, 1) for k, v in totals.items()},
+                      "train_seconds": round(time.perf_counter() - started, 3)}
+            if hasattr(self.mix, "update_class_ap"):
+                train_ap = average_precision(predict(self.wrapped, self.train_eval, device),
+                                             self.train_eval.dataset.targets)
+                self.mix.update_class_ap(train_ap)
+            if self.dist.is_main:
+                self._end_of_epoch(epoch, record)
+        self.dist.barrier()
+        if self.dist.is_main:
+            self._finish()
+        self.dist.close()
+        return self.run_dir
+
+    # -- per-epoch bookkeeping (rank 0 only) -----------------------------------------------------------------
+    def _end_of_epoch(self, epoch: int, record: dict) -> None:
+        last = epoch == self.recipe.epochs - 1
+        if (epoch + 1) % self.recipe.eval_every == 0 or last:
+            scores = predict(self.wrapped, self.val, self.device)
+            result = self.val_evaluator.eval(self.val.video_ids, scores)
+            record.update({f"val_{k}": result[k] for k in ("mAP", "mAP_head", "mAP_medium", "mAP_tail")})
+            if result["mAP"] > self.best["val_mAP"]:
+                self.best = {"epoch": epoch, "val_mAP": result["mAP"]}
+                save_checkpoint(self.run_dir / "checkpoints" / "best.pt", self._payload(epoch))
+        save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self._payload(epoch))
+        with open(self.run_dir / "log.jsonl", "a") as log:
+            log.write(json.dumps(record) + "\n")
+        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k.startswith(("loss_", "val_mAP")))
+        self.echo(f"epoch {epoch + 1}/{self.recipe.epochs}: {shown} ({record['train_seconds']:.1f}s)")
+
+    def _finish(self) -> None:
+        best = load_checkpoint(self.run_dir / "checkpoints" / "best.pt", self.recipe.model.name, self.split.checksum)
+        self.model.load_state_dict(best["model"])
+        for subset, stream in (("val", self.val), ("test", self.test)):
+            scores = predict(self.model, stream, self.device)
+            write_predictions(self.run_dir / "predictions" / f"{subset}.parquet", stream.video_ids, scores,
+                              self.split.classes["class_key"].tolist(), force=True)
+            result = Evaluator(self.split, subset).eval(stream.video_ids, scores)
+            result["best_epoch"] = best["epoch"]
+            name = "metrics.json" if subset == "test" else "metrics_val.json"
+            _write_json(self.run_dir / name, result)
+        test = json.loads((self.run_dir / "metrics.json").read_text())
+        self.echo(f"best epoch {best['epoch'] + 1} (val mAP {_fmt(self.best['val_mAP'])}); test mAP "
+                  f"{_fmt(test['mAP'])} (head {_fmt(test['mAP_head'])}, medium {_fmt(test['mAP_medium'])}, tail "
+                  f"{_fmt(test['mAP_tail'])}); run in {self.run_dir}")
+
+    # -- run folder and checkpoints ---------------------------------------------------------------------------
+    def _check_run_dir(self) -> None:
+        exists = self.run_dir.exists() and any(self.run_dir.iterdir())
+        if self.options.resume:
+            if not (self.run_dir / "checkpoints" / "last.pt").is_file():
+                raise MeidBenchError(f"{self.run_dir}: nothing to resume (no checkpoints/last.pt); start the run "
+                                     "without --resume")
+        elif exists:
+            raise MeidBenchError(f"{self.run_dir}: the run folder already exists; pass --resume to continue it, or "
+                                 "--out to start a new run elsewhere")
+
+    def _payload(self, epoch: int) -> dict:
+        return {
+            "epoch": epoch,
+            "recipe": self.recipe.to_dict(),
+            "split_checksum": self.split.checksum,
+            "input_dim": self.store.dim,
+            "num_classes": self.split.num_classes,
+            "seed": self.options.seed,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "mix": self.mix.state_dict() if self.mix is not None else {},
+            "torch_rng": torch.get_rng_state(),
+            "best": dict(self.best),
+            "meid_bench_version": __version__,
+        }
+
+    def _restore(self, payload: dict) -> None:
+        if payload["recipe"] != self.recipe.to_dict() or payload["seed"] != self.options.seed:
+            raise MeidBenchError(f"{self.run_dir}: the run was started with another recipe, --epochs or --seed; "
+                                 "resume it with the same options")
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        if self.mix is not None:
+            self.mix.load_state_dict(payload["mix"])
+        torch.set_rng_state(payload["torch_rng"])
+        self.start_epoch, self.best = payload["epoch"] + 1, dict(payload["best"])
+        log = self.run_dir / "log.jsonl"
+        if log.is_file():  # drop records of epochs after the checkpoint (an interrupted epoch's, say)
+            kept = [line for line in log.read_text().splitlines() if json.loads(line)["epoch"] <= payload["epoch"]]
+            log.write_text("".join(line + "\n" for line in kept))
+
+    def _write_run_json(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(self.run_dir / "run.json", {
+            "format": RUN_FORMAT, "format_version": 1, "name": self.run_dir.name, "method": self.recipe.name,
+            "seed": self.options.seed,
+            "split": {"path": str(self.split.path.resolve()), "benchmark": self.split.name,
+                      "checksum": self.split.checksum},
+            "features": {"path": str(self.store.path.resolve()), "dim": self.store.dim,
+                         "simulated": bool(self.store.simulated)},
+            "recipe": self.recipe.to_dict(), "world_size": self.dist.world,
+            "meid_bench_version": __version__, "torch": torch.__version__,
+        })
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(staging, path)
+
+
+def train(options: TrainOptions, echo: Callable[[str], None] = print) -> Path:
+    """Train one recipe on one split; returns the run folder."""
+    return Trainer(options, echo).fit()

@@ -1,0 +1,154 @@
+"""`meid-bench train`: every recipe runs, resume reproduces, distributed runs, bad input is a clear error."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from meid_bench.build.features.synth import SynthConfig, synthesize_features
+from meid_bench.build.protocol import BuildOptions, build_and_write
+from meid_bench.build.split_io import load_split
+from meid_bench.build.synthetic import write_synthetic_charades
+from meid_bench.cli import main
+from meid_bench.data.samplers import ClassBalancedSampler, InstanceSampler
+from meid_bench.train.config import list_recipes
+from meid_bench.train.loop import TrainOptions, Trainer, train
+
+TINY = ("batch_size=16", "data.train_frames=4", "data.eval_frames=6", "optim.lr=3e-3", "model.dropout=0.1")
+
+
+@pytest.fixture(scope="module")
+def tiny_split(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    annotations = write_synthetic_charades(root / "ann", num_classes=6, train_videos=120, test_videos=40, seed=3)
+    split_dir = build_and_write(BuildOptions("charadeslt", imbalance=5.0, val_per_class=3), annotations,
+                                root / "split")
+    synthesize_features(load_split(split_dir), split_dir / "features.h5", SynthConfig(dim=16, fps=1.0))
+    return split_dir
+
+
+def tiny_options(split: Path, out: Path, recipe: str = "late_avg", epochs: int = 1, **extra) -> TrainOptions:
+    overrides = TINY + ("model.hidden_ratio=1.0", "model.hidden=8")
+    return TrainOptions(split=split, recipe=recipe, out=out, epochs=epochs, device="cpu",
+                        overrides=overrides, **extra)
+
+
+@pytest.mark.parametrize("recipe", list_recipes())
+def test_every_recipe_trains_one_epoch(tiny_split, tmp_path, recipe):
+    run = train(tiny_options(tiny_split, tmp_path / recipe, recipe), echo=lambda _: None)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["mAP"] <= 1.0 and metrics["subset"] == "test"
+    info = json.loads((run / "run.json").read_text())
+    assert info["format"] == "meid-bench-run" and info["method"] == recipe
+    assert info["split"]["checksum"] == load_split(tiny_split).checksum
+    assert (run / "predictions" / "test.parquet").is_file() and (run / "checkpoints" / "best.pt").is_file()
+
+
+def test_meid_trains_expert2_on_class_balanced_batches(tiny_split, tmp_path):
+    trainer = Trainer(tiny_options(tiny_split, tmp_path / "m", "meid"))
+    assert set(trainer.streams) == {"instance", "balanced"}
+    assert isinstance(trainer.streams["instance"].sampler, InstanceSampler)
+    assert isinstance(trainer.streams["balanced"].sampler, ClassBalancedSampler)
+    late = Trainer(tiny_options(tiny_split, tmp_path / "l", "late_avg"))
+    assert set(late.streams) == {"instance"}
+
+
+def test_same_seed_same_result_and_best_chosen_on_validation(tiny_split, tmp_path):
+    a = train(tiny_options(tiny_split, tmp_path / "a", "meid", epochs=3), echo=lambda _: None)
+    b = train(tiny_options(tiny_split, tmp_path / "b", "meid", epochs=3), echo=lambda _: None)
+    assert (a / "metrics.json").read_text() == (b / "metrics.json").read_text()
+    log = [json.loads(line) for line in (a / "log.jsonl").read_text().splitlines()]
+    best = max(range(len(log)), key=lambda i: (log[i]["val_mAP"], -i))
+    assert json.loads((a / "metrics.json").read_text())["best_epoch"] == log[best]["epoch"]
+
+
+def test_resume_reproduces_an_uninterrupted_run(tiny_split, tmp_path, monkeypatch):
+    straight = train(tiny_options(tiny_split, tmp_path / "straight", "meid", epochs=3), echo=lambda _: None)
+    original = Trainer._end_of_epoch
+
+    def crash_after_second_epoch(self, epoch, record):
+        original(self, epoch, record)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_end_of_epoch", crash_after_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_options(tiny_split, tmp_path / "resumed", "meid", epochs=3), echo=lambda _: None)
+    monkeypatch.setattr(Trainer, "_end_of_epoch", original)
+    resumed = train(tiny_options(tiny_split, tmp_path / "resumed", "meid", epochs=3, resume=True),
+                    echo=lambda _: None)
+    assert (resumed / "metrics.json").read_text() == (straight / "metrics.json").read_text()
+    weights = [torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"] for run in (straight, resumed)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    strip = lambda run: [{k: v for k, v in json.loads(line).items() if k != "train_seconds"}  # noqa: E731
+                         for line in (run / "log.jsonl").read_text().splitlines()]
+    assert strip(resumed) == strip(straight)
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_clean_error(result, fragment):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and fragment in result.output, result.output
+
+
+def test_bad_inputs(tiny_split, tmp_path):
+    base = ["train", "--split", tiny_split, "--epochs", "1", "--set", "batch_size=16"]
+    if not torch.cuda.is_available():
+        assert_clean_error(invoke(*base, "--device", "cuda", "--out", tmp_path / "c"), "no CUDA GPU")
+    assert_clean_error(invoke(*base, "--set", "optim.learning_rate=1", "--out", tmp_path / "k"),
+                       "learning_rate: unknown key")
+    assert_clean_error(invoke(*base, "--set", "epochs=many", "--out", tmp_path / "t"), "epochs")
+    assert_clean_error(invoke(*base, "--recipe", "no_such_recipe", "--out", tmp_path / "r"), "no_such_recipe")
+    bad_recipe = tmp_path / "bad.yaml"
+    bad_recipe.write_text("model: {name: late_avg}\nepochz: 3\n")
+    assert_clean_error(invoke(*base, "--recipe", bad_recipe, "--out", tmp_path / "b"), "epochz: unknown key")
+    assert_clean_error(invoke(*base, "--features", tmp_path / "none.h5", "--out", tmp_path / "f"),
+                       "no feature store")
+    assert_clean_error(invoke(*base, "--resume", "--out", tmp_path / "nothing"), "nothing to resume")
+
+
+def test_existing_run_folder_needs_resume_and_checkpoints_are_checked(tiny_split, tmp_path):
+    run = train(tiny_options(tiny_split, tmp_path / "run"), echo=lambda _: None)
+    before = (run / "metrics.json").read_text()
+    args = ["train", "--split", tiny_split, "--epochs", "1", "--set", "batch_size=16", "--out", run]
+    assert_clean_error(invoke(*args, "--recipe", "late_avg"), "already exists; pass --resume")
+    assert (run / "metrics.json").read_text() == before  # nothing lost
+    assert_clean_error(invoke(*args, "--recipe", "meid", "--resume"), "checkpoint of model 'late_avg'")
+    (run / "checkpoints" / "last.pt").write_bytes(b"\x80\x02garbage")
+    assert_clean_error(invoke(*args, "--recipe", "late_avg", "--resume"), "not a readable meid-bench checkpoint")
+
+
+def test_store_of_another_split_is_refused(tiny_split, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_split, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["parameters"]["seed"] = 99  # another split identity, same tables
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    result = invoke("train", "--split", other, "--epochs", "1", "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "checksum" in result.output or "split" in result.output
+
+
+def test_two_process_data_parallel_run(tiny_split, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", "-m", "meid_bench", "train",
+               "--split", str(tiny_split), "--recipe", "meid", "--epochs", "2", "--device", "cpu",
+               "--out", str(tmp_path / "ddp"), *[a for o in TINY for a in ("--set", o)]]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    process = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert process.returncode == 0, process.stderr[-2000:]
+    info = json.loads((tmp_path / "ddp" / "run.json").read_text())
+    assert info["world_size"] == 2
+    assert len((tmp_path / "ddp" / "log.jsonl").read_text().splitlines()) == 2  # only rank 0 wrote
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["num_videos"] > 0
