@@ -48,3 +48,11 @@ from meid_bench.cli import evaluate as _evaluate  # noqa: E402
 
 main.add_command(_evaluate.evaluate)
 main.add_command(_evaluate.report)
+
+from meid_bench.cli import features as _features  # noqa: E402
+
+main.add_command(_features.features)
+
+from meid_bench.cli import train as _train  # noqa: E402
+
+main.add_command(_train.train)

@@ -1,0 +1,160 @@
+"""`meid-bench features`: pack released features into a store, synthesise proxy features, inspect and probe."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from meid_bench.errors import MeidBenchError
+
+_DTYPES = click.Choice(["float16", "float32"])
+
+
+@click.group()
+def features() -> None:
+    """Frame feature stores: pack released features, simulate proxy features, inspect, probe.
+
+    \b
+    Examples:
+      meid-bench features synth --split splits/charadeslt
+      meid-bench features pack --split splits/videolt --source /data/videolt/r101 --format npy \\
+          --out features/videolt-r101.h5 --dtype float16
+      meid-bench features info splits/charadeslt/features.h5 --split splits/charadeslt
+    """
+
+
+def _progress(label: str, length: int):
+    return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True)
+
+
+def _refuse_existing(out: Path, force: bool) -> None:
+    # Before any work or progress bar: an existing output is kept unless --force.
+    if out.exists() and not force:
+        raise MeidBenchError(f"{out}: the output file already exists; pass --force to replace it or choose another "
+                             "--out")
+
+
+@features.command()
+@click.option("--split", "split_dir", required=True, type=click.Path(path_type=Path), help="Split folder.")
+@click.option("--source", required=True, type=click.Path(path_type=Path),
+              help="Folder of per-video feature files (see --format).")
+@click.option("--format", "fmt", required=True, type=click.Choice(["npy", "i3d", "txt-dir"]),
+              help="npy: <id>.npy [T, D]; i3d: <id>.npy [T, 1, 1, D]; txt-dir: <id>/ with one vector file per frame.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Feature store to write (.h5).")
+@click.option("--dtype", type=_DTYPES, default="float32", show_default=True, help="Stored precision.")
+@click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="Parallel readers.")
+@click.option("--allow-missing", is_flag=True, help="Record videos without features as missing instead of failing.")
+@click.option("--frame-labels", is_flag=True, help="Also store per-frame labels derived from the segments.")
+@click.option("--fps", type=float, default=None,
+              help="Frame rate of the features, if known (recorded; places frames for --frame-labels).")
+@click.option("--extractor", default="", help="Name of the feature extractor, recorded in the store.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+def pack(split_dir: Path, source: Path, fmt: str, out: Path, dtype: str, workers: int, allow_missing: bool,
+         frame_labels: bool, fps: float | None, extractor: str, force: bool) -> None:
+    """Pack released per-video features into one feature store for a split."""
+    from meid_bench.build.features.pack import pack_features, split_video_table
+    from meid_bench.build.split_io import load_split
+
+    _refuse_existing(out, force)
+    split = load_split(split_dir)
+    with _progress("packing", len(split_video_table(split))) as bar:
+        report = pack_features(split, source, fmt, out, dtype=dtype, workers=workers, allow_missing=allow_missing,
+                               frame_labels=frame_labels, fps=fps, extractor=extractor, force=force,
+                               progress=bar.update)
+    click.echo(f"wrote {report.path}: {report.videos} videos, {report.frames} frames of dimension {report.dim} "
+               f"({report.dtype}); {len(report.missing)} recorded missing; {report.ignored} source entries not in "
+               "the split ignored")
+
+
+@features.command()
+@click.option("--split", "split_dir", required=True, type=click.Path(path_type=Path), help="Split folder.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Feature store to write [default: SPLIT/features.h5, what `meid-bench train` loads].")
+@click.option("--dim", type=int, default=256, show_default=True, help="Feature dimension.")
+@click.option("--fps", type=float, default=4.0, show_default=True, help="Simulated frames per second.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same bytes).")
+@click.option("--noise", type=float, default=2.0, show_default=True, help="Per-frame Gaussian noise (norm).")
+@click.option("--prototype-scale", type=float, default=1.0, show_default=True, help="Norm of a class prototype.")
+@click.option("--instance-scale", type=float, default=1.5, show_default=True,
+              help="Norm of each video's own variation of a class.")
+@click.option("--class-overlap", type=float, default=0.6, show_default=True,
+              help="Share of a prototype made of factors common to several classes, in [0, 1).")
+@click.option("--context-scale", type=float, default=1.5, show_default=True,
+              help="Norm of the per-video context (scene, subject, video).")
+@click.option("--background-scale", type=float, default=1.0, show_default=True,
+              help="Norm of the background prototype on frames without an action.")
+@click.option("--default-duration", type=float, default=30.0, show_default=True,
+              help="Seconds simulated for videos without a duration (VideoLT).")
+@click.option("--dtype", type=_DTYPES, default="float16", show_default=True, help="Stored precision.")
+@click.option("--frame-labels", is_flag=True, help="Also store per-frame labels (the simulated ground truth).")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+def synth(split_dir: Path, out: Path | None, dim: int, fps: float, seed: int, noise: float, prototype_scale: float,
+          instance_scale: float, class_overlap: float, context_scale: float, background_scale: float,
+          default_duration: float, dtype: str, frame_labels: bool, force: bool) -> None:
+    """Simulate proxy frame features from the split's temporal annotations (NOT real features; docs/features.md)."""
+    from meid_bench.build.features import default_feature_path
+    from meid_bench.build.features.pack import split_video_table
+    from meid_bench.build.features.synth import SynthConfig, synthesize_features
+    from meid_bench.build.split_io import load_split
+
+    split = load_split(split_dir)
+    config = SynthConfig(dim=dim, fps=fps, seed=seed, noise=noise, prototype_scale=prototype_scale,
+                         instance_scale=instance_scale, class_overlap=class_overlap, context_scale=context_scale,
+                         background_scale=background_scale, default_duration=default_duration, dtype=dtype)
+    config.validate()
+    out = default_feature_path(split_dir) if out is None else out
+    _refuse_existing(out, force)
+    with _progress("simulating", len(split_video_table(split))) as bar:
+        path = synthesize_features(split, out, config, frame_labels=frame_labels, force=force, progress=bar.update)
+    click.echo(f"wrote {path}: SIMULATED features, dimension {dim}, {fps:g} frames per second, seed {seed}")
+
+
+@features.command()
+@click.argument("store_path", type=click.Path(path_type=Path))
+@click.option("--split", "split_dir", type=click.Path(path_type=Path), default=None,
+              help="Also check that the store matches this split.")
+def info(store_path: Path, split_dir: Path | None) -> None:
+    """Describe a feature store (and check it against a split)."""
+    from meid_bench.build.features.store import FeatureStore
+    from meid_bench.build.split_io import load_split
+
+    store = FeatureStore(store_path)
+    lengths = store.offsets[1:] - store.offsets[:-1]
+    click.echo(f"{store.path}: {store.num_videos} videos, {store.total_frames} frames, dimension {store.dim}, "
+               f"{store.dtype.name}")
+    click.echo(f"frames per video: min {lengths.min()}, median {int(sorted(lengths)[len(lengths) // 2])}, max "
+               f"{lengths.max()}; fps {store.fps if store.fps else 'unknown'}")
+    click.echo(f"generator: {store.attrs.get('generator', '')}; simulated: {'YES' if store.simulated else 'no'}")
+    click.echo(f"split checksum: {store.split_checksum}; benchmark: {store.attrs.get('benchmark', '')}; "
+               f"missing videos: {len(store.missing_video_ids)}; per-frame labels: "
+               f"{'yes' if store.has_frame_labels else 'no'}")
+    if split_dir is not None:
+        store.check_split(load_split(split_dir))
+        click.echo(f"matches {split_dir}")
+
+
+@features.command()
+@click.option("--split", "split_dir", required=True, type=click.Path(path_type=Path), help="Split folder.")
+@click.option("--features", "store_path", type=click.Path(path_type=Path), default=None,
+              help="Feature store [default: SPLIT/features.h5].")
+@click.option("--train-subset", type=click.Choice(["train", "val"]), default="train", show_default=True)
+@click.option("--eval-subset", type=click.Choice(["val", "test"]), default="test", show_default=True)
+def probe(split_dir: Path, store_path: Path | None, train_subset: str, eval_subset: str) -> None:
+    """Linear probe on mean-pooled features: per-group mAP against chance (a sanity check of a store)."""
+    from meid_bench.build.features import default_feature_path
+    from meid_bench.build.features.probe import linear_probe
+    from meid_bench.build.features.store import FeatureStore
+    from meid_bench.build.split_io import load_split
+
+    split = load_split(split_dir)
+    store = FeatureStore(default_feature_path(split_dir) if store_path is None else store_path)
+    store.check_split(split, subsets=(train_subset, eval_subset))
+    result = linear_probe(split, store, train_subset, eval_subset)
+    click.echo(f"linear probe on mean-pooled frames ({train_subset} -> {eval_subset}, {result['evaluated']} classes "
+               "evaluated)")
+    click.echo(f"{'group':8} {'mAP':>7} {'chance':>7}")
+    for group in ("all", "head", "medium", "tail"):
+        suffix = "" if group == "all" else f"_{group}"
+        click.echo(f"{group:8} {result['mAP' + suffix]:7.3f} {result['chance' + suffix]:7.3f}")
