@@ -52,6 +52,41 @@ def results_frame(sections: list[SplitSection]) -> pd.DataFrame:
     return frame
 
 
+def method_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (split, method): the number of runs (seeds) and the mean and sample standard deviation of each
+    metric over them (std is empty for a single run)."""
+    keys = ["benchmark", "split_checksum", "method"]
+    grouped = frame.groupby(keys, sort=False)
+    summary = grouped.size().rename("runs").reset_index()
+    for column in _METRIC_COLUMNS:
+        values = grouped[column].agg(lambda v: pd.to_numeric(v, errors="coerce").astype(float).mean())
+        spread = grouped[column].agg(lambda v: pd.to_numeric(v, errors="coerce").astype(float).std(ddof=1))
+        summary[f"{column}_mean"] = values.to_numpy()
+        summary[f"{column}_std"] = spread.to_numpy()
+    return summary
+
+
+def has_repeats(frame: pd.DataFrame) -> bool:
+    return bool(frame.groupby(["split_checksum", "method"]).size().max() > 1) if len(frame) else False
+
+
+def method_markdown(summary: pd.DataFrame, split_checksum: str) -> list[str]:
+    headers = ["method", "runs", "mAP", "head", "medium", "tail"]
+    lines = ["Mean ± standard deviation over seeds:", "", "| " + " | ".join(headers) + " |",
+             "|---|---:|" + "|".join(["---:"] * 4) + "|"]
+    for _, row in summary[summary["split_checksum"] == split_checksum].iterrows():
+        cells = [_md(row["method"]), str(int(row["runs"]))]
+        cells += [_mean_std(row[f"{key}_mean"], row[f"{key}_std"]) for key in _METRIC_COLUMNS[:4]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _mean_std(mean: float, std: float) -> str:
+    if pd.isna(mean):
+        return "n/a"
+    return f"{mean:.4f}" if pd.isna(std) else f"{mean:.4f} ± {std:.4f}"
+
+
 def results_csv(frame: pd.DataFrame) -> str:
     return frame.to_csv(index=False, lineterminator="\n")
 
@@ -65,6 +100,8 @@ def results_markdown(sections: list[SplitSection], frame: pd.DataFrame) -> str:
         lines += [f"## {section.title}", "", "| " + " | ".join(headers) + " |",
                   "|" + "|".join(["---"] * 3 + ["---:"] * 7) + "|"]
         part = frame[frame["split_checksum"] == section.split.checksum]
+        if has_repeats(part):
+            lines[-2:-2] = method_markdown(method_summary(part), section.split.checksum)
         for _, row in part.iterrows():
             cells = [_md(row["run"]), _md(row["method"]), "" if pd.isna(row["seed"]) else str(row["seed"])]
             cells += [_number(row[key]) for key in _METRIC_COLUMNS]
@@ -98,7 +135,11 @@ def _section_html(section: SplitSection) -> list[str]:
     split = section.split
     out = [f'<section id="{_anchor(section.slug)}">', f"<h2>{html.escape(section.title)}</h2>",
            "<h3>Split</h3>", _facts_table(split)]
-    out += ["<h3>Results (test)</h3>", _results_table(section)]
+    out += ["<h3>Results (test)</h3>"]
+    frame = results_frame([section])
+    if has_repeats(frame):
+        out.append(_method_table(method_summary(frame)))
+    out.append(_results_table(section))
     for caption, png in section.figures:
         encoded = base64.b64encode(png.read_bytes()).decode("ascii")
         out.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
@@ -111,6 +152,17 @@ def _section_html(section: SplitSection) -> list[str]:
                    f"<pre>{html.escape(recipe)}</pre></details>")
     out.append("</section>")
     return out
+
+
+def _method_table(summary: pd.DataFrame) -> str:
+    headers = ["method", "runs", "mAP", "head", "medium", "tail"]
+    rows = ["<p>Mean ± standard deviation over seeds:</p><table><tr>"
+            + "".join(f"<th>{h}</th>" for h in headers) + "</tr>"]
+    for _, row in summary.iterrows():
+        cells = [html.escape(str(row["method"])), str(int(row["runs"]))]
+        cells += [_mean_std(row[f"{key}_mean"], row[f"{key}_std"]) for key in _METRIC_COLUMNS[:4]]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "".join(rows) + "</table>"
 
 
 def _facts_table(split: Split) -> str:

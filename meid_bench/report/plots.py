@@ -39,8 +39,10 @@ def save_figure(figure: Figure, stem: Path) -> list[Path]:
     return paths
 
 
-def map_bars(run_names: Sequence[str], metrics: Sequence[dict], title: str) -> Figure:
-    """Grouped bars: overall / head / medium / tail mAP, one bar per run in each group of bars."""
+def map_bars(run_names: Sequence[str], metrics: Sequence[dict], title: str,
+             errors: Sequence[dict] | None = None) -> Figure:
+    """Grouped bars: overall / head / medium / tail mAP, one bar per run (or method) in each group of bars;
+    ``errors`` (same keys, standard deviations) draws error bars."""
     keys = [("overall", "mAP")] + [(g, f"mAP_{g}") for g in GROUPS]
     with matplotlib.rc_context(_RC):
         figure, axes = plt.subplots(figsize=(max(6.0, 1.6 + 0.45 * len(run_names) * len(keys)), 4.2),
@@ -50,7 +52,11 @@ def map_bars(run_names: Sequence[str], metrics: Sequence[dict], title: str) -> F
             values = [result.get(key) for _, key in keys]
             heights = [np.nan if v is None else 100.0 * v for v in values]
             positions = np.arange(len(keys)) - 0.4 + width * (index + 0.5)
+            spread = None
+            if errors is not None:
+                spread = [np.nan if errors[index].get(key) is None else 100.0 * errors[index][key] for _, key in keys]
             bars = axes.bar(positions, heights, width, label=name, color=OKABE_ITO[index % len(OKABE_ITO)],
+                            yerr=spread, error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "#222222"},
                             hatch=HATCHES[(index // len(OKABE_ITO)) % len(HATCHES)], edgecolor="#333333",
                             linewidth=0.5)
             if len(run_names) <= 6:

@@ -1,0 +1,39 @@
+"""The report folds several seeds of a method into mean ± standard deviation (tables and figures)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from helpers_eval import make_run, make_split
+from meid_bench import load_split
+from meid_bench.evaluator import Evaluator
+from meid_bench.report.assemble import by_method, collect_sections, write_report
+
+TEST_LABELS = [[0], [0, 2], [1], [3], [1, 3], [0], [4], [5, 0], [2], [4, 5]]
+IDS = [f"t{i:03d}" for i in range(len(TEST_LABELS))]
+
+
+def test_seeds_are_summarised_per_method(tmp_path):
+    split_dir = make_split(tmp_path / "split", TEST_LABELS)
+    checksum = load_split(split_dir).checksum
+    rng = np.random.default_rng(0)
+    runs, maps = [], {"meid": [], "late_avg": []}
+    evaluator = Evaluator(load_split(split_dir), "test")
+    for method in maps:
+        for seed in range(3):
+            scores = rng.random((len(IDS), 6)).astype(np.float32)
+            runs.append(make_run(tmp_path / "runs" / f"{method}-{seed}", split_dir, checksum, IDS, scores,
+                                 method=method, seed=seed))
+            maps[method].append(evaluator.eval(IDS, scores)["mAP"])
+    report = write_report(runs, tmp_path / "report")
+    summary = pd.read_csv(report / "results_by_method.csv").set_index("method")
+    for method, values in maps.items():
+        assert summary.loc[method, "runs"] == 3
+        assert np.isclose(summary.loc[method, "mAP_mean"], np.mean(values))
+        assert np.isclose(summary.loc[method, "mAP_std"], np.std(values, ddof=1))
+    markdown = (report / "results.md").read_text()
+    assert f"{np.mean(maps['meid']):.4f} ± {np.std(maps['meid'], ddof=1):.4f}" in markdown
+    names, means, spreads = by_method(collect_sections(runs)[0])
+    assert names == ["meid (n=3)", "late_avg (n=3)"]
+    assert np.isclose(means[0]["mAP"], np.mean(maps["meid"])) and spreads[0]["mAP"] > 0
