@@ -166,4 +166,7 @@ def test_demo_runs_and_refuses_to_overwrite(tmp_path):
     result = run("demo", "--out", tmp_path / "demo")
     assert result.exit_code == 0, result.output
     assert "charadeslt (protocol v1)" in result.output
+    assert (tmp_path / "demo" / "report" / "index.html").is_file()
+    assert (tmp_path / "demo" / "runs" / "meid" / "metrics.json").is_file()
+    assert "report written" in result.output
     assert_clean_error(run("demo", "--out", tmp_path / "demo"), "earlier demo", "--force")

@@ -152,3 +152,18 @@ def test_two_process_data_parallel_run(tiny_split, tmp_path):
     assert info["world_size"] == 2
     assert len((tmp_path / "ddp" / "log.jsonl").read_text().splitlines()) == 2  # only rank 0 wrote
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["num_videos"] > 0
+
+
+def test_sweep_runs_each_recipe_and_seed_once(tiny_split, tmp_path):
+    args = ["sweep", "--split", tiny_split, "--recipes", "late_avg,attention", "--seeds", "0,1", "--jobs", "2",
+            "--runs-root", tmp_path / "runs", "--device", "cpu", "--epochs", "1",
+            *[a for o in TINY for a in ("--set", o)]]
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output
+    done = sorted(p.parent.name for p in (tmp_path / "runs").glob("*/metrics.json"))
+    name = load_split(tiny_split).name
+    assert done == [f"{name}-{r}-seed{s}" for r in ("attention", "late_avg") for s in (0, 1)]
+    again = invoke(*args)
+    assert again.exit_code == 0 and "4 already done, 0 to run" in again.output
+    assert_clean_error(invoke("sweep", "--split", tiny_split, "--recipes", "nope", "--runs-root", tmp_path / "x"),
+                       "unknown recipe")

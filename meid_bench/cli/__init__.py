@@ -56,3 +56,4 @@ main.add_command(_features.features)
 from meid_bench.cli import train as _train  # noqa: E402
 
 main.add_command(_train.train)
+main.add_command(_train.sweep)

@@ -44,3 +44,42 @@ def train(split_dir: Path, features: Path | None, recipe: str, out: Path | None,
                            epochs=epochs, seed=seed, resume=resume, workers=workers, resident=resident,
                            overrides=overrides)
     run_training(options, echo=click.echo)
+
+
+@click.command()
+@click.option("--split", "split_dir", type=click.Path(path_type=Path), required=True, help="Split folder.")
+@click.option("--recipes", default="all", show_default=True,
+              help="Comma-separated recipe names or files, or 'all' (every file in recipes/).")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds.")
+@click.option("--runs-root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="Runs go to <runs-root>/<benchmark>-<recipe>-seed<seed>.")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Training processes at a time.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--epochs", type=int, default=None, help="Override every recipe's number of epochs.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Recipe override for every run.")
+def sweep(split_dir: Path, recipes: str, seeds: str, runs_root: Path, jobs: int, device: str, epochs: int | None,
+          overrides: tuple[str, ...]) -> None:
+    """Train recipes x seeds, several processes at a time; finished runs are skipped, cut-short ones resumed.
+
+    \b
+    Examples:
+      meid-bench sweep --split splits/charadeslt --recipes meid,late_avg,attention --seeds 0,1,2 --jobs 2
+      meid-bench sweep --split splits/charadeslt --recipes all --jobs 8 --device cuda --epochs 60
+    """
+    import sys
+
+    from meid_bench.errors import MeidBenchError
+    from meid_bench.train.sweep import plan_sweep, run_sweep
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise MeidBenchError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    runs = plan_sweep(split_dir, [r.strip() for r in recipes.split(",") if r.strip()], seed_list, runs_root)
+    train_args = ["--device", device, *(["--epochs", str(epochs)] if epochs else []),
+                  *[a for o in overrides for a in ("--set", o)]]
+    failed = run_sweep(split_dir, runs, jobs, train_args, echo=click.echo)
+    if failed:
+        click.echo(f"{len(failed)} of {len(runs)} runs failed", err=True)
+        sys.exit(1)
+    click.echo(f"all {len(runs)} runs done; `meid-bench report {runs_root}/*` summarises them")
