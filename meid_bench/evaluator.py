@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from meid_bench import __version__
 from meid_bench.build.split_io import GROUPS, Split, load_split
+from meid_bench.atomic import write_text_atomic
 from meid_bench.errors import MeidBenchError
 from meid_bench.metrics import (as_score_array, average_precision, find_non_finite, group_mean_average_precision,
                                 mean_average_precision, score_scale, top_k_hit_accuracy)
@@ -280,19 +281,6 @@ def write_metrics(out_dir: str | os.PathLike, result: dict, per_class: pd.DataFr
     for target, text in zip(targets, texts):
         write_text_atomic(target, text)
     return targets
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary sibling file, then rename it onto ``path``."""
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.chmod(staging, 0o644)  # mkstemp makes owner-only files; outputs are for everyone to read
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
 
 
 def _fmt(value: float | None) -> str:

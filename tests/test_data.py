@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from meid_bench import MeidBenchError, load_split
-from meid_bench.build.features import FeatureStore, FeatureStoreWriter
+from meid_bench.build.features import FeatureStoreWriter
 from meid_bench.build.features.frames import pack_frame_labels
 from meid_bench.data import (ClassBalancedSampler, GpuResidentFeatures, InstanceSampler, SquareRootSampler,
                              VideoFeatureDataset, label_mask, make_loader, set_epoch, uniform_frame_indices)
@@ -144,7 +144,6 @@ def test_gpu_resident_matches_dataset(split, store_path):
         frames = b["features"][:, :, 0]
         assert (frames.diff(dim=1) >= 0).all()
         assert (frames.max(dim=1).values < train.lengths[b["index"]]).all()
-        rows = b["index"]
         assert (b["features"][:, :, 1] == b["features"][:, :1, 1]).all()  # every frame from its own video
         assert (b["mask"] <= 1).all() and (b["mask"] * b["target"]).sum(dim=1).eq(1).all()
     again = list(train.batches(4, ClassBalancedSampler(train.targets.numpy(), seed=3)))

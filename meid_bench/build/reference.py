@@ -35,14 +35,6 @@ def make_reference(split: Split, include_ids: bool = True) -> dict:
     return reference
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(payload, indent=1) + "\n")
-    staging.replace(path)
-
-
 def compare_to_reference(split: Split, reference_dir: Path = REFERENCE_DIR) -> tuple[str, list[str]]:
     """Compare a loaded split with the shipped reference of its benchmark.
 

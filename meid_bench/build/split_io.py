@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from meid_bench.atomic import publish_folder
 from meid_bench.errors import MeidBenchError
 
 SPLIT_FORMAT = "meid-bench-split"
@@ -178,14 +179,7 @@ def write_split(out: Path, tables: dict[str, pa.Table], manifest: dict, force: b
                                 "content_sha256": table_content_sha256(tables[name])}
         manifest = dict(manifest, files=files)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-        os.chmod(staging, 0o755)
-        if out.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, retired / out.name)
-            os.replace(staging, out)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, out)
+        publish_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -10,7 +10,7 @@ from meid_bench.build.split_io import GROUPS, Split
 def summarize_split(split: Split) -> str:
     manifest, classes = split.manifest, split.classes
     lines = [f"{manifest['benchmark']} (protocol {manifest['protocol']}) at {split.path}",
-             f"parameters: " + ", ".join(f"{k}={v}" for k, v in manifest["parameters"].items())]
+             "parameters: " + ", ".join(f"{k}={v}" for k, v in manifest["parameters"].items())]
     header = f"{'group':<8}{'classes':>8}{'train videos/class':>22}{'val pos.':>10}{'test pos.':>11}"
     lines += ["", header, "-" * len(header)]
     for group in GROUPS + ("all",):

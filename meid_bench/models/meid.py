@@ -49,7 +49,7 @@ class MEIDConfig(BaseModelConfig):
     tail_groups: tuple[str, ...] = ("tail",)  # split groups whose classes the tail neck serves
     distill: bool = True  # internal distillation on/off (ablation)
     distill_form: Literal["moments", "kl"] = "moments"
-    distill_weight: float = 1.0
+    distill_weight: float = 0.1  # tuned on proxy CharadesLT validation (docs/models.md)
     distill_temperature: float = 2.0  # softening for distill_form "kl"
     distill_detach_teacher: bool = True  # the head neck is a fixed teacher inside the distillation loss
     expert2: bool = True  # expert 2 on/off (ablation)
@@ -57,8 +57,8 @@ class MEIDConfig(BaseModelConfig):
     cfs_ratio: float = 0.5  # fraction of frames expert 2 keeps
     motion: bool = True  # motion module on/off (ablation)
     expert2_pooling: Literal["attention", "inherited", "mean"] = "attention"
-    fusion: Literal["mean_logit", "mean_prob", "expert1", "expert2"] = "mean_logit"
-    fusion_weight: float = 0.5  # weight of expert 2 in the fusion
+    fusion: Literal["mean_logit", "mean_prob", "expert1", "expert2"] = "mean_prob"
+    fusion_weight: float = 0.5  # weight of expert 2 in the fusion (best on validation)
 
     def problems(self) -> list[tuple[str, str]]:
         found = super().problems()
@@ -265,9 +265,19 @@ class MEID(VideoModel):
             return lowest_attention_frames(inherited_weights, keep)
         return random_frames(batch, num_frames, keep, inherited_weights.device)
 
+    def _expert2_on_features(self, features: Tensor, inherited_weights: Tensor) -> tuple[Tensor, Tensor]:
+        """Expert 2 from raw features: select frames first, then embed only those (training path)."""
+        indices = self.select_frames(inherited_weights)
+        chosen = features.gather(1, indices.unsqueeze(-1).expand(-1, -1, features.shape[-1]))
+        return self._expert2_head(self.embedding(chosen), inherited_weights, indices), indices
+
     def _expert2(self, frames: Tensor, inherited_weights: Tensor) -> tuple[Tensor, Tensor]:
         indices = self.select_frames(inherited_weights)
         selected = frames.gather(1, indices.unsqueeze(-1).expand(-1, -1, frames.shape[-1]))
+        return self._expert2_head(selected, inherited_weights, indices), indices
+
+    def _expert2_head(self, selected: Tensor, inherited_weights: Tensor, indices: Tensor) -> Tensor:
+        """Motion, pooling and classifier over the selected frames' embeddings [B, k, H]."""
         if self.config.motion:
             selected = self.motion(selected)
         pooling = self.config.expert2_pooling
@@ -278,7 +288,7 @@ class MEID(VideoModel):
             pooled = pool(selected, kept / kept.sum(dim=-1, keepdim=True).clamp_min(1e-12))
         else:
             pooled = selected.mean(dim=1)
-        return self.expert2_classifier(pooled), indices
+        return self.expert2_classifier(pooled)
 
     # -- the model -----------------------------------------------------------------------------------------------
 
@@ -297,12 +307,13 @@ class MEID(VideoModel):
         if not self.config.expert2:
             return ModelOutput(expert1_logits, distill, extras)
         if balanced_features is not None:
-            balanced_frames = self.embedding(balanced_features)
-            # Expert 2 inherits expert 1's attention module; selection is discrete (top-k indices), so no gradient
-            # could flow through it anyway: computing it without autograd saves the memory.
+            # Expert 2 inherits expert 1's attention module. Selection is discrete (top-k indices), so no gradient
+            # could flow through it: the balanced batch is embedded (without dropout) and scored under no_grad, and
+            # only the selected frames are embedded again with gradient. The embedding is per frame, so this equals
+            # selecting from a full embedding, at half the backward cost (perf/bench_train_step.py).
             with torch.no_grad():
-                balanced_weights = self.attention.weights(balanced_frames)
-            balanced_logits, indices = self._expert2(balanced_frames, balanced_weights)
+                balanced_weights = self.attention.weights(self.embedding(balanced_features, dropout=False))
+            balanced_logits, indices = self._expert2_on_features(balanced_features, balanced_weights)
             extras.update(
                 balanced_logits=balanced_logits, balanced_attention=balanced_weights, balanced_selected_frames=indices
             )

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from meid_bench.atomic import publish_folder, write_text_atomic
 from meid_bench.build.split_io import GROUPS, Split
 from meid_bench.errors import MeidBenchError
-from meid_bench.evaluator import write_text_atomic
 from meid_bench.report import plots
 from meid_bench.report.page import (SplitSection, has_repeats, html_page, method_summary, results_csv,
                                     results_frame, results_markdown)
@@ -71,14 +71,7 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
             write_text_atomic(staging / "results_by_method.csv", results_csv(method_summary(frame)))
         write_text_atomic(staging / "results.md", results_markdown(sections, frame))
         write_text_atomic(staging / "index.html", html_page(sections))
-        os.chmod(staging, 0o755)
-        if out.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, retired / out.name)
-            os.replace(staging, out)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, out)
+        publish_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

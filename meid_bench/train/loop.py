@@ -9,7 +9,6 @@ and the evaluator scores the test predictions (the test set never chooses anythi
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from meid_bench import __version__
+from meid_bench.atomic import write_json_atomic
 from meid_bench.build.features import default_feature_path
 from meid_bench.build.features.store import FeatureStore
 from meid_bench.build.split_io import Split, load_split
@@ -227,7 +227,7 @@ class Trainer:
             result = Evaluator(self.split, subset).eval(stream.video_ids, scores)
             result["best_epoch"] = best["epoch"]
             name = "metrics.json" if subset == "test" else "metrics_val.json"
-            _write_json(self.run_dir / name, result)
+            write_json_atomic(self.run_dir / name, result)
         test = json.loads((self.run_dir / "metrics.json").read_text())
         self.echo(f"best epoch {best['epoch'] + 1} (val mAP {_fmt(self.best['val_mAP'])}); test mAP "
                   f"{_fmt(test['mAP'])} (head {_fmt(test['mAP_head'])}, medium {_fmt(test['mAP_medium'])}, tail "
@@ -279,7 +279,7 @@ class Trainer:
 
     def _write_run_json(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(self.run_dir / "run.json", {
+        write_json_atomic(self.run_dir / "run.json", {
             "format": RUN_FORMAT, "format_version": 1, "name": self.run_dir.name, "method": self.recipe.name,
             "seed": self.options.seed,
             "split": {"path": str(self.split.path.resolve()), "benchmark": self.split.name,
@@ -293,13 +293,6 @@ class Trainer:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(staging, path)
 
 
 def train(options: TrainOptions, echo: Callable[[str], None] = print) -> Path:

@@ -1,0 +1,40 @@
+"""Writing outputs so that nothing is ever half-written: a temporary sibling first, then one rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary sibling file, then rename it onto ``path`` (parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+        os.chmod(staging, 0o644)  # mkstemp makes owner-only files; outputs are for everyone to read
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, payload: object, indent: int = 2) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=indent) + "\n")
+
+
+def publish_folder(staging: Path, out: Path) -> None:
+    """Move a completely written ``staging`` folder to ``out``, replacing an existing ``out`` only at the end."""
+    os.chmod(staging, 0o755)
+    if out.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, retired / out.name)
+        os.replace(staging, out)
+        shutil.rmtree(retired)
+    else:
+        os.replace(staging, out)
