@@ -271,7 +271,7 @@ def test_random_selection_keeps_distinct_time_ordered_frames_and_differs_from_co
     chosen = random_frames(64, 10, 4, torch.device("cpu"))
     assert chosen.shape == (64, 4)
     assert (chosen[:, 1:] > chosen[:, :-1]).all()
-    model = make_meid(frame_selection="random").eval()
+    model = make_meid(frame_selection="random", cfs_ratio=0.5).eval()
     weights = torch.arange(10, dtype=torch.float32).repeat(64, 1)
     picks = model.select_frames(weights)
     assert not (picks == torch.arange(5)).all()  # complementary would always pick frames 0-4 here

@@ -54,7 +54,7 @@ class MEIDConfig(BaseModelConfig):
     distill_detach_teacher: bool = True  # the head neck is a fixed teacher inside the distillation loss
     expert2: bool = True  # expert 2 on/off (ablation)
     frame_selection: Literal["complementary", "random"] = "complementary"  # random = ablation
-    cfs_ratio: float = 0.5  # fraction of frames expert 2 keeps
+    cfs_ratio: float = 0.75  # fraction of frames expert 2 keeps (tuned on validation)
     motion: bool = True  # motion module on/off (ablation)
     expert2_pooling: Literal["attention", "inherited", "mean"] = "attention"
     fusion: Literal["mean_logit", "mean_prob", "expert1", "expert2"] = "mean_prob"
