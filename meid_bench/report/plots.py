@@ -44,6 +44,8 @@ def map_bars(run_names: Sequence[str], metrics: Sequence[dict], title: str,
     """Grouped bars: overall / head / medium / tail mAP, one bar per run (or method) in each group of bars;
     ``errors`` (same keys, standard deviations) draws error bars."""
     keys = [("overall", "mAP")] + [(g, f"mAP_{g}") for g in GROUPS]
+    if len(run_names) > MAX_GROUPED_BARS:
+        return _map_panels(run_names, metrics, title, keys, errors)
     with matplotlib.rc_context(_RC):
         figure, axes = plt.subplots(figsize=(max(6.0, 1.6 + 0.45 * len(run_names) * len(keys)), 4.2),
                                     layout="constrained")
@@ -67,6 +69,37 @@ def map_bars(run_names: Sequence[str], metrics: Sequence[dict], title: str,
         axes.set_ylim(0, 105)
         axes.set_title(title)
         axes.legend(title="run", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    return figure
+
+
+MAX_GROUPED_BARS = 6  # more runs than this: one panel per class group, a horizontal bar per run
+
+
+def _map_panels(run_names: Sequence[str], metrics: Sequence[dict], title: str, keys: list[tuple[str, str]],
+                errors: Sequence[dict] | None) -> Figure:
+    """Many runs: a 2 x 2 grid of panels (overall, head, medium, tail), one horizontal bar per run in each, the
+    runs in the same order everywhere so a row can be followed across panels."""
+    positions = np.arange(len(run_names))[::-1]
+    with matplotlib.rc_context(_RC):
+        figure, grid = plt.subplots(2, 2, figsize=(11.0, 1.2 + 0.55 * len(run_names)), sharey=True,
+                                    layout="constrained")
+        for panel, (label, key) in zip(grid.ravel(), keys):
+            values = [result.get(key) for result in metrics]
+            heights = [np.nan if v is None else 100.0 * v for v in values]
+            spread = None
+            if errors is not None:
+                spread = [np.nan if e.get(key) is None else 100.0 * e[key] for e in errors]
+            colours = [OKABE_ITO[i % len(OKABE_ITO)] for i in range(len(run_names))]
+            bars = panel.barh(positions, heights, xerr=spread, color=colours, edgecolor="#333333", linewidth=0.5,
+                              error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "#222222"})
+            panel.bar_label(bars, labels=["n/a" if v is None else f"{100 * v:.1f}" for v in values], fontsize=7,
+                            padding=3)
+            panel.set_title(label)
+            panel.set_xlim(0, 105 if max((h for h in heights if h == h), default=0) > 80 else
+                           1.25 * max((h for h in heights if h == h), default=1.0))
+            panel.set_xlabel("mean average precision (%)")
+            panel.set_yticks(positions, list(run_names))
+        figure.suptitle(title)
     return figure
 
 
