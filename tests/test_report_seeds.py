@@ -37,3 +37,17 @@ def test_seeds_are_summarised_per_method(tmp_path):
     names, means, spreads = by_method(collect_sections(runs)[0])
     assert names == ["meid (n=3)", "late_avg (n=3)"]
     assert np.isclose(means[0]["mAP"], np.mean(maps["meid"])) and spreads[0]["mAP"] > 0
+
+
+def test_many_methods_get_readable_panels(tmp_path):
+    split_dir = make_split(tmp_path / "split", TEST_LABELS)
+    checksum = load_split(split_dir).checksum
+    rng = np.random.default_rng(1)
+    runs = [make_run(tmp_path / "runs" / f"m{k}", split_dir, checksum, IDS, rng.random((len(IDS), 6)),
+                     method=f"method_{k}") for k in range(12)]
+    report = write_report(runs, tmp_path / "report")
+    png = next(report.glob("*/map_bars.png")).read_bytes()
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    # One panel per class group with a bar per run, not 48 bars side by side: the figure stays page-wide.
+    assert width < 2000 and height > 600
+    assert all(f"method_{k}" in (report / "index.html").read_text() for k in range(12))

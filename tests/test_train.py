@@ -62,7 +62,7 @@ def test_meid_trains_expert2_on_class_balanced_batches(tiny_split, tmp_path):
 
 
 def test_same_seed_same_result_and_best_chosen_on_validation(tiny_split, tmp_path):
-    a = train(tiny_options(tiny_split, tmp_path / "a", "meid", epochs=3), echo=lambda _: None)
+    a = train(tiny_options(tiny_split, tmp_path / "a", "meid", epochs=3, progress=True), echo=lambda _: None)
     b = train(tiny_options(tiny_split, tmp_path / "b", "meid", epochs=3), echo=lambda _: None)
     assert (a / "metrics.json").read_text() == (b / "metrics.json").read_text()
     log = [json.loads(line) for line in (a / "log.jsonl").read_text().splitlines()]

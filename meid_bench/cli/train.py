@@ -37,12 +37,14 @@ def train(split_dir: Path, features: Path | None, recipe: str, out: Path | None,
       meid-bench train --split splits/charadeslt --out runs/meid-a --resume
       torchrun --nproc_per_node 2 -m meid_bench train --split splits/charadeslt --recipe meid
     """
+    import sys
+
     from meid_bench.train.loop import TrainOptions
     from meid_bench.train.loop import train as run_training
 
     options = TrainOptions(split=split_dir, features=features, recipe=recipe, out=out, device=device,
                            epochs=epochs, seed=seed, resume=resume, workers=workers, resident=resident,
-                           overrides=overrides)
+                           overrides=overrides, progress=sys.stderr.isatty())
     run_training(options, echo=click.echo)
 
 

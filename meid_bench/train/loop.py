@@ -9,11 +9,14 @@ and the evaluator scores the test predictions (the test set never chooses anythi
 from __future__ import annotations
 
 import json
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+import click
 import numpy as np
 import torch
 
@@ -50,6 +53,7 @@ class TrainOptions:
     resident: str = "auto"  # "auto", "yes" or "no": hold all frames on the device, no DataLoader
     eval_batch_size: int = 256
     overrides: tuple[str, ...] = ()  # "optim.lr=1e-3", ... applied to the recipe
+    progress: bool = False  # a per-epoch progress bar on stderr (the CLI turns it on at a terminal)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -167,7 +171,8 @@ class Trainer:
             self.criterion.set_epoch(epoch)
             totals: dict[str, float] = {}
             steps = 0
-            for step_batches in zip(*(stream.epoch(epoch) for stream in self.streams.values())):
+            batch_iterator = zip(*(stream.epoch(epoch) for stream in self.streams.values()))
+            for step_batches in self._progress(batch_iterator, epoch):
                 batches = dict(zip(self.streams, step_batches))
                 if self.mix is not None:
                     instance = batches[STREAM_INSTANCE]
@@ -200,6 +205,15 @@ class Trainer:
             self._finish()
         self.dist.close()
         return self.run_dir
+
+    def _progress(self, batches: Iterator, epoch: int) -> Iterator:
+        if not (self.options.progress and self.dist.is_main):
+            yield from batches
+            return
+        steps = self.streams[STREAM_INSTANCE].steps_per_epoch()
+        with click.progressbar(batches, length=steps, label=f"epoch {epoch + 1}/{self.recipe.epochs}",
+                               file=sys.stderr, show_eta=True) as bar:
+            yield from bar
 
     # -- per-epoch bookkeeping (rank 0 only) -----------------------------------------------------------------
     def _end_of_epoch(self, epoch: int, record: dict) -> None:
