@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from meid_bench.atomic import publish_folder
+from meid_bench.fileio import publish_folder, read_record
 from meid_bench.errors import MeidBenchError
 
 SPLIT_FORMAT = "meid-bench-split"
@@ -196,15 +196,7 @@ def load_split(path: str | os.PathLike, verify: bool = True) -> Split:
         raise MeidBenchError(f"{manifest_path}: missing; this is not a complete split folder, rebuild it with "
                              "`meid-bench build ... --force`")
     raw = manifest_path.read_bytes()
-    try:
-        manifest = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MeidBenchError(f"{manifest_path}: not valid JSON ({exc}); rebuild the split") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != SPLIT_FORMAT:
-        raise MeidBenchError(f"{manifest_path}: field 'format' is not {SPLIT_FORMAT!r}; not a meid-bench split")
-    if manifest.get("format_version") != SPLIT_FORMAT_VERSION:
-        raise MeidBenchError(f"{manifest_path}: field 'format_version' is {manifest.get('format_version')!r}, this "
-                             f"meid-bench reads version {SPLIT_FORMAT_VERSION}; rebuild the split")
+    manifest = read_record(manifest_path, SPLIT_FORMAT, SPLIT_FORMAT_VERSION, "rebuild the split", raw=raw)
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise MeidBenchError(f"{manifest_path}: field 'files' is missing; rebuild the split")

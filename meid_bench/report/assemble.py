@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from meid_bench.atomic import publish_folder, write_text_atomic
+from meid_bench.fileio import publish_folder, write_text_atomic
 from meid_bench.build.split_io import GROUPS, Split
 from meid_bench.errors import MeidBenchError
 from meid_bench.report import plots

@@ -7,7 +7,6 @@ through run.json is the one the run was made on (its checksum), so numbers never
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from meid_bench.build.split_io import Split, load_split
 from meid_bench.errors import MeidBenchError
 from meid_bench.evaluator import METRICS_FORMAT, Evaluator, read_predictions
+from meid_bench.fileio import read_record
 
 RUN_FORMAT = "meid-bench-run"
 RUN_FORMAT_VERSION = 1
@@ -51,15 +51,7 @@ def read_run(run_dir: str | os.PathLike) -> Run:
     if not run_json.is_file():
         raise MeidBenchError(f"{run_json}: missing; {path} is not a run folder (an empty or unfinished run?), "
                              "train it again or pass another folder")
-    try:
-        record = json.loads(run_json.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MeidBenchError(f"{run_json}: not valid JSON ({exc}); the run was not written completely") from None
-    if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
-        raise MeidBenchError(f"{run_json}: field 'format' is not {RUN_FORMAT!r}; not a meid-bench run")
-    if record.get("format_version") != RUN_FORMAT_VERSION:
-        raise MeidBenchError(f"{run_json}: field 'format_version' is {record.get('format_version')!r}, this "
-                             f"meid-bench reads version {RUN_FORMAT_VERSION}")
+    record = read_record(run_json, RUN_FORMAT, RUN_FORMAT_VERSION, "not a complete meid-bench run; train it again")
     split = record.get("split")
     if not isinstance(split, dict) or not isinstance(split.get("path"), str) \
             or not isinstance(split.get("checksum"), str):
@@ -137,12 +129,7 @@ def run_test_metrics(run: Run, split: Split) -> dict:
 
 def read_metrics(path: Path, split: Split) -> dict:
     """Read a metrics.json written by ``meid-bench evaluate`` or training, checking its split and subset."""
-    try:
-        metrics = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MeidBenchError(f"{path}: not valid JSON ({exc}); evaluate the run again with --force") from None
-    if not isinstance(metrics, dict) or metrics.get("format") != METRICS_FORMAT:
-        raise MeidBenchError(f"{path}: field 'format' is not {METRICS_FORMAT!r}; evaluate the run again with --force")
+    metrics = read_record(path, METRICS_FORMAT, None, "evaluate the run again with --force")
     if metrics.get("split_checksum") != split.checksum:
         raise MeidBenchError(f"{path}: split_checksum does not match the run's split {split.path}; the metrics are "
                              "from another split, evaluate the run again with --force")

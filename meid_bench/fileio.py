@@ -1,4 +1,5 @@
-"""Writing outputs so that nothing is ever half-written: a temporary sibling first, then one rename."""
+"""File I/O every part shares: outputs written so that nothing is ever half-written (a temporary sibling first, then
+one rename), and self-describing JSON records (a ``format`` name and ``format_version``) read with clear errors."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from meid_bench.errors import MeidBenchError
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -38,3 +41,18 @@ def publish_folder(staging: Path, out: Path) -> None:
         shutil.rmtree(retired)
     else:
         os.replace(staging, out)
+
+
+def read_record(path: Path, kind: str, version: int | None, remedy: str, raw: bytes | None = None) -> dict:
+    """A JSON object whose ``format`` is ``kind`` (and ``format_version`` is ``version`` unless None); anything
+    else is a MeidBenchError naming the file and ending with ``remedy`` (what the user should do)."""
+    try:
+        record = json.loads(path.read_bytes() if raw is None else raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MeidBenchError(f"{path}: not valid JSON ({exc}); {remedy}") from None
+    if not isinstance(record, dict) or record.get("format") != kind:
+        raise MeidBenchError(f"{path}: field 'format' is not {kind!r}; {remedy}")
+    if version is not None and record.get("format_version") != version:
+        raise MeidBenchError(f"{path}: field 'format_version' is {record.get('format_version')!r}, this meid-bench "
+                             f"reads version {version}; {remedy}")
+    return record
