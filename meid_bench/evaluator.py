@@ -20,10 +20,17 @@ import pyarrow.parquet as pq
 
 from meid_bench import __version__
 from meid_bench.build.split_io import GROUPS, Split, load_split
-from meid_bench.fileio import write_text_atomic
 from meid_bench.errors import MeidBenchError
-from meid_bench.metrics import (as_score_array, average_precision, find_non_finite, group_mean_average_precision,
-                                mean_average_precision, score_scale, top_k_hit_accuracy)
+from meid_bench.fileio import write_text_atomic
+from meid_bench.metrics import (
+    as_score_array,
+    average_precision,
+    find_non_finite,
+    group_mean_average_precision,
+    mean_average_precision,
+    score_scale,
+    top_k_hit_accuracy,
+)
 
 METRICS_FORMAT = "meid-bench-metrics"
 METRICS_FORMAT_VERSION = 1

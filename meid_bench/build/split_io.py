@@ -20,8 +20,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from meid_bench.fileio import publish_folder, read_record
 from meid_bench.errors import MeidBenchError
+from meid_bench.fileio import publish_folder, read_record
 
 SPLIT_FORMAT = "meid-bench-split"
 SPLIT_FORMAT_VERSION = 1

@@ -29,7 +29,8 @@ def summarize_split(split: Split) -> str:
                      f"|log(achieved/target)| median {fidelity['abs_log_ratio_median']:.3f}, p90 "
                      f"{fidelity['abs_log_ratio_p90']:.3f} (bounds {'met' if fidelity['bounds_met'] else 'NOT met'})")
     else:
-        lines.append(f"imbalance (train videos, largest / smallest class): {fidelity.get('train_videos_max_over_min', float('nan')):.1f}")
+        ratio = fidelity.get("train_videos_max_over_min", float("nan"))
+        lines.append(f"imbalance (train videos, largest / smallest class): {ratio:.1f}")
     seconds = classes["train_seconds"].to_numpy()
     if np.isfinite(seconds).any() and (seconds > 0).any():
         lines.append(f"frame-level imbalance (annotated seconds, largest / smallest class): "

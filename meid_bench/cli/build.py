@@ -10,10 +10,10 @@ import click
 from meid_bench.build.profile import PROFILES
 from meid_bench.build.protocol import BENCHMARKS, SOURCE_FOLDERS, BuildOptions, build_and_write
 from meid_bench.build.readers import VIEWS
-from meid_bench.fileio import write_json_atomic
 from meid_bench.build.reference import compare_to_reference, make_reference
 from meid_bench.build.split_io import load_split
 from meid_bench.build.summary import summarize_split
+from meid_bench.fileio import write_json_atomic
 
 
 def default_annotations(benchmark: str) -> Path:

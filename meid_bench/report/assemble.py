@@ -20,12 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
-from meid_bench.fileio import publish_folder, write_text_atomic
 from meid_bench.build.split_io import GROUPS, Split
 from meid_bench.errors import MeidBenchError
+from meid_bench.fileio import publish_folder, write_text_atomic
 from meid_bench.report import plots
-from meid_bench.report.page import (SplitSection, has_repeats, html_page, method_summary, results_csv,
-                                    results_frame, results_markdown)
+from meid_bench.report.page import (
+    SplitSection,
+    has_repeats,
+    html_page,
+    method_summary,
+    results_csv,
+    results_frame,
+    results_markdown,
+)
 from meid_bench.report.runs import Run, load_run_split, read_run, run_test_metrics
 
 

@@ -21,16 +21,16 @@ import numpy as np
 import torch
 
 from meid_bench import __version__
-from meid_bench.fileio import write_json_atomic
 from meid_bench.build.features import default_feature_path
 from meid_bench.build.features.store import FeatureStore
 from meid_bench.build.split_io import Split, load_split
 from meid_bench.data import GpuResidentFeatures, VideoFeatureDataset
 from meid_bench.errors import MeidBenchError
 from meid_bench.evaluator import Evaluator, write_predictions
+from meid_bench.fileio import write_json_atomic
 from meid_bench.metrics import average_precision
-from meid_bench.report.runs import RUN_FORMAT, RUN_FORMAT_VERSION
 from meid_bench.models import STREAM_BALANCED, STREAM_INSTANCE, compute_training_losses, unwrap_model
+from meid_bench.report.runs import RUN_FORMAT, RUN_FORMAT_VERSION
 from meid_bench.train.batches import EvalStream, TrainStream
 from meid_bench.train.checkpoint import load_checkpoint, save_checkpoint
 from meid_bench.train.config import Recipe, apply_overrides, load_recipe
@@ -294,7 +294,8 @@ class Trainer:
     def _write_run_json(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.run_dir / "run.json", {
-            "format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION, "name": self.run_dir.name, "method": self.recipe.name,
+            "format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION, "name": self.run_dir.name,
+            "method": self.recipe.name,
             "seed": self.options.seed,
             "split": {"path": str(self.split.path.resolve()), "benchmark": self.split.name,
                       "checksum": self.split.checksum},
