@@ -53,7 +53,14 @@ def _refuse_existing(out: Path, force: bool) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 def pack(split_dir: Path, source: Path, fmt: str, out: Path, dtype: str, workers: int, allow_missing: bool,
          frame_labels: bool, fps: float | None, extractor: str, force: bool) -> None:
-    """Pack released per-video features into one feature store for a split."""
+    """Pack released per-video features into one feature store for a split.
+
+    \b
+    Examples:
+      meid-bench features pack --split splits/videolt --source feats/resnet101 --format npy --out videolt-r101.h5
+      meid-bench features pack --split splits/charadeslt --source Charades_v1_features_rgb --format txt-dir \\
+          --out splits/charadeslt/features.h5 --dtype float16 --fps 4
+    """
     from meid_bench.build.features.pack import pack_features, split_video_table
     from meid_bench.build.split_io import load_split
 
@@ -93,7 +100,13 @@ def pack(split_dir: Path, source: Path, fmt: str, out: Path, dtype: str, workers
 def synth(split_dir: Path, out: Path | None, dim: int, fps: float, seed: int, noise: float, prototype_scale: float,
           instance_scale: float, class_overlap: float, context_scale: float, background_scale: float,
           default_duration: float, dtype: str, frame_labels: bool, force: bool) -> None:
-    """Simulate proxy frame features from the split's temporal annotations (NOT real features; docs/features.md)."""
+    """Simulate proxy frame features from the split's temporal annotations (NOT real features; docs/features.md).
+
+    \b
+    Examples:
+      meid-bench features synth --split splits/charadeslt
+      meid-bench features synth --split splits/charadeslt --dim 128 --noise 3.0 --out /tmp/harder.h5
+    """
     from meid_bench.build.features import default_feature_path
     from meid_bench.build.features.pack import split_video_table
     from meid_bench.build.features.synth import SynthConfig, synthesize_features
@@ -116,7 +129,12 @@ def synth(split_dir: Path, out: Path | None, dim: int, fps: float, seed: int, no
 @click.option("--split", "split_dir", type=click.Path(path_type=Path), default=None,
               help="Also check that the store matches this split.")
 def info(store_path: Path, split_dir: Path | None) -> None:
-    """Describe a feature store (and check it against a split)."""
+    """Describe a feature store (and check it against a split).
+
+    \b
+    Example:
+      meid-bench features info splits/charadeslt/features.h5 --split splits/charadeslt
+    """
     from meid_bench.build.features.store import FeatureStore
     from meid_bench.build.split_io import load_split
 
@@ -142,7 +160,12 @@ def info(store_path: Path, split_dir: Path | None) -> None:
 @click.option("--train-subset", type=click.Choice(["train", "val"]), default="train", show_default=True)
 @click.option("--eval-subset", type=click.Choice(["val", "test"]), default="test", show_default=True)
 def probe(split_dir: Path, store_path: Path | None, train_subset: str, eval_subset: str) -> None:
-    """Linear probe on mean-pooled features: per-group mAP against chance (a sanity check of a store)."""
+    """Linear probe on mean-pooled features: per-group mAP against chance (a sanity check of a store).
+
+    \b
+    Example:
+      meid-bench features probe --split splits/charadeslt
+    """
     from meid_bench.build.features import default_feature_path
     from meid_bench.build.features.probe import linear_probe
     from meid_bench.build.features.store import FeatureStore
