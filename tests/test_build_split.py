@@ -106,3 +106,27 @@ def test_fixed_target_scale_is_recorded(synthetic_charades):
     built = build_benchmark(BuildOptions("charadeslt", imbalance=10.0, target_scale=0.8), synthetic_charades)
     assert built.manifest["fidelity"]["target_scale"] == 0.8
     assert built.manifest["fidelity"]["scales_tried"] == [0.8]
+
+
+@pytest.mark.parametrize("view", ["ego", "exo", "all"])
+def test_charadesegolt_build_per_view(tmp_path, view):
+    from meid_bench.build.synthetic import write_synthetic_charades_ego
+
+    annotations = write_synthetic_charades_ego(tmp_path / "ego", num_classes=10, train_scripts=200,
+                                               test_scripts=80)
+    split = load_split(build_and_write(BuildOptions("charadesegolt", imbalance=5.0, view=view, val_per_class=4),
+                                       annotations, tmp_path / "s"))
+    assert split.manifest["parameters"]["view"] == view
+    ids = {name: set(split.table(name)["video_id"]) for name in ("train", "val", "test")}
+    every = set().union(*ids.values())
+    if view == "ego":
+        assert all(v.endswith("EGO") for v in every)
+    elif view == "exo":
+        assert not any(v.endswith("EGO") for v in every)
+    else:
+        assert any(v.endswith("EGO") for v in every) and not all(v.endswith("EGO") for v in every)
+        # The other view of a kept training video never lands in validation.
+        partners = {v[:-3] if v.endswith("EGO") else v + "EGO" for v in ids["train"]}
+        assert not (partners & ids["val"])
+    assert set(split.train.columns) >= {"egocentric", "paired_video", "charades_video"}
+    assert split.manifest["fidelity"]["bounds_met"]

@@ -139,8 +139,11 @@ def build_benchmark(options: BuildOptions, annotations: Path) -> BuiltSplit:
     options = options.resolved()
     annotations = Path(annotations)
     if not annotations.is_dir():
-        raise MeidBenchError(f"{annotations}: annotation folder not found; pass the folder that holds the "
-                             f"{SOURCE_FOLDERS[options.benchmark]} files with --annotations")
+        url = {"charadeslt": readers.CHARADES_URL, "charadesegolt": readers.CHARADES_EGO_URL,
+               "videolt": readers.VIDEOLT_URL}[options.benchmark]
+        raise MeidBenchError(f"{annotations}: annotation folder not found; download the {options.benchmark} source "
+                             f"annotations from {url} and pass their folder with --annotations (or set "
+                             "MEID_BENCH_DATA to the folder above it)")
     if options.benchmark == "videolt":
         return _build_videolt(options, annotations)
     if options.benchmark == "charadeslt":

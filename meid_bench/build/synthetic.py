@@ -73,3 +73,45 @@ def write_synthetic_charades(folder: Path, num_classes: int = 24, train_videos: 
         for k in range(num_classes):
             handle.write(f"c{k:03d} Synthetic action {k}\n")
     return folder
+
+
+CHARADES_EGO_HEADER = ["id", "subject", "scene", "quality", "relevance", "verified", "script", "descriptions",
+                       "actions", "length", "egocentric", "charades_video"]
+
+
+def write_synthetic_charades_ego(folder: Path, num_classes: int = 24, train_scripts: int = 450,
+                                 test_scripts: int = 150, seed: int = 0) -> Path:
+    """Write ``CharadesEgo_v1_{train,test}.csv`` (v1 columns) and ``Charades_v1_classes.txt`` into ``folder``.
+
+    Each script is filmed twice, as in Charades-Ego: a third-person video ``ABCDE`` and its first-person partner
+    ``ABCDEEGO`` with the same actions (segments jittered); ``charades_video`` names a made-up Charades id.
+    """
+    staging = Path(folder) / ".charades-format"
+    write_synthetic_charades(staging, num_classes, train_scripts, test_scripts, seed)
+    rng = np.random.default_rng([seed, 7])
+    for subset in ("train", "test"):
+        with open(staging / f"Charades_v1_{subset}.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        out_rows = []
+        for row in rows:
+            for ego in (False, True):
+                actions = row["actions"]
+                if ego and actions:  # the partner video: same actions, times shifted a little
+                    items = []
+                    for item in actions.split(";"):
+                        key, start, end = item.split()
+                        shift = float(rng.uniform(-0.5, 0.5))
+                        items.append(f"{key} {max(0.0, float(start) + shift):.2f} {max(0.0, float(end) + shift):.2f}")
+                    actions = ";".join(items)
+                out_rows.append({**{k: row[k] for k in CHARADES_EGO_HEADER if k in row}, "actions": actions,
+                                 "id": row["id"] + ("EGO" if ego else ""), "egocentric": "Yes" if ego else "No",
+                                 "charades_video": f"CH{row['id']}"})
+        with open(Path(folder) / f"CharadesEgo_v1_{subset}.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CHARADES_EGO_HEADER, lineterminator="\r\n")
+            writer.writeheader()
+            writer.writerows(out_rows)
+    (staging / "Charades_v1_classes.txt").replace(Path(folder) / "Charades_v1_classes.txt")
+    for leftover in staging.iterdir():
+        leftover.unlink()
+    staging.rmdir()
+    return Path(folder)
