@@ -167,3 +167,15 @@ def test_sweep_runs_each_recipe_and_seed_once(tiny_split, tmp_path):
     assert again.exit_code == 0 and "4 already done, 0 to run" in again.output
     assert_clean_error(invoke("sweep", "--split", tiny_split, "--recipes", "nope", "--runs-root", tmp_path / "x"),
                        "unknown recipe")
+
+
+def test_a_schedule_too_short_for_the_split_is_flagged(tiny_split, tmp_path):
+    def notes(out: str, lr: str) -> list[str]:
+        lines: list[str] = []
+        options = TrainOptions(split=tiny_split, recipe="late_avg", out=tmp_path / out, epochs=2, device="cpu",
+                               overrides=TINY + ("model.hidden=8", f"optim.lr={lr}"))
+        train(options, echo=lines.append)
+        return [line for line in lines if line.startswith("note: this schedule makes")]
+
+    assert len(notes("slow", "1e-4")) == 1  # about 15 steps at 1e-4: the model would barely move
+    assert notes("fast", "5e-2") == []
