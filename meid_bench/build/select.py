@@ -73,17 +73,21 @@ def select_videos(label_offsets: np.ndarray, label_values: np.ndarray, targets: 
     columns = matrix.tocsc()
     for k in np.lexsort((np.arange(num_classes), targets)):
         goal = max(1, int(round(targets[k])))
-        while counts[k] < goal:
-            candidates = columns.indices[columns.indptr[k]:columns.indptr[k + 1]]
-            candidates = candidates[~selected[candidates]]
-            if len(candidates) == 0:
-                break
+        if counts[k] >= goal:
+            continue
+        candidates = columns.indices[columns.indptr[k]:columns.indptr[k + 1]]
+        candidates = candidates[~selected[candidates]]
+        rows = matrix[candidates]  # sliced once per class; the rounds below only re-weigh it
+        while counts[k] < goal and len(candidates):
             gain_add = _cost(counts + 1, log_targets) - _cost(counts, log_targets)
-            gain = matrix[candidates] @ gain_add + tie_break[candidates]
+            gain = rows @ gain_add + tie_break[candidates]
             take = min(len(candidates), max(1, (goal - counts[k] + 1) // 2))
-            chosen = candidates[np.argsort(gain, kind="stable")[:take]]
+            order = np.argsort(gain, kind="stable")
+            chosen = candidates[order[:take]]
             selected[chosen] = True
             counts += np.bincount(label_values[_flat_rows(label_offsets, chosen)], minlength=num_classes)
+            rest = np.sort(order[take:])
+            candidates, rows = candidates[rest], rows[rest]
 
     # 2. Local search: rounds of improving additions / removals. Each round ranks the moves by their gain, then
     # walks that list and applies a move only if its gain, recomputed on the counts as they are now, still lowers
