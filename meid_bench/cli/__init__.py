@@ -30,7 +30,7 @@ def main() -> None:
     \b
     Examples:
       meid-bench demo
-      meid-bench build charadeslt --annotations ../shared/data/charades --imbalance 100
+      meid-bench build charadeslt --annotations data/charades --imbalance 100
       meid-bench features synth --split splits/charadeslt
       meid-bench train --split splits/charadeslt
       meid-bench report

@@ -71,10 +71,10 @@ def build(benchmark: str, annotations: Path | None, imbalance: float, profile: s
 
     \b
     Examples:
-      meid-bench build charadeslt --annotations ../shared/data/charades --imbalance 100
+      meid-bench build charadeslt --annotations data/charades --imbalance 100
       meid-bench build charadeslt --annotations data/charades --profile pareto --imbalance 50 --out splits/clt-p50
       meid-bench build charadesegolt --annotations data/charadesego --view ego
-      meid-bench build videolt --annotations ../shared/data/videolt
+      meid-bench build videolt --annotations data/videolt
     """
     options = BuildOptions(benchmark=benchmark, imbalance=imbalance, profile=profile, seed=seed, view=view,
                            head_above=head_above, tail_below=tail_below, val_per_class=val_per_class,
