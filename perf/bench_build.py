@@ -1,6 +1,6 @@
 """Build time and peak memory against a bare `pandas.read_csv` of the same source files, side by side.
 
-    python perf/bench_build.py [--data ../shared/data] [--repeat 5]
+    python perf/bench_build.py [--data DATA] [--repeat 5]     # DATA holds charades/ and videolt/
 
 Each measurement runs in a fresh child process (peak RSS is per process), the best of --repeat is kept, and the
 ratios are printed. The build includes reading, repairing, selecting, writing Parquet and the manifest.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -52,7 +53,8 @@ def measure(task: str, data: Path, repeat: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("MEID_BENCH_DATA", "data")),
+                        help="folder holding charades/ and videolt/ [default: $MEID_BENCH_DATA or ./data]")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     pairs = [("build charadeslt", "read_csv charades"), ("build charadeslt --target-scale 1", "read_csv charades"),
