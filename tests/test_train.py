@@ -179,3 +179,16 @@ def test_a_schedule_too_short_for_the_split_is_flagged(tiny_split, tmp_path):
 
     assert len(notes("slow", "1e-4")) == 1  # about 15 steps at 1e-4: the model would barely move
     assert notes("fast", "5e-2") == []
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_store_backed_loading_path(tiny_split, tmp_path, workers):
+    # Features read from the store per batch (DataLoader, label masks from the sampled classes), as for splits too
+    # large to hold on the device; the same seed and worker count give the same run.
+    def run(out: str) -> str:
+        options = tiny_options(tiny_split, tmp_path / out, "meid", epochs=2, resident="no", workers=workers)
+        return (train(options, echo=lambda _: None) / "metrics.json").read_text()
+
+    first = run("a")
+    assert json.loads(first)["num_videos"] > 0
+    assert run("b") == first
