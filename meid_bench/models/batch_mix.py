@@ -63,6 +63,8 @@ class FrameStackOptions:
 class BatchMix:
     """Base: a seeded strategy ``(features [B,T,D], targets [B,C], mask [B,C] | None) -> MixedBatch``."""
 
+    uses_class_ap: bool = False  # whether the loop must measure per-class AP for :meth:`update_class_ap`
+
     def __init__(self, seed: int = 0) -> None:
         self._rng = np.random.Generator(np.random.PCG64(seed))
 
@@ -70,7 +72,7 @@ class BatchMix:
         raise NotImplementedError
 
     def update_class_ap(self, class_ap: np.ndarray) -> None:
-        """Per-class AP after a validation; only FrameStack uses it."""
+        """Per-class AP measured by the loop each epoch; only strategies with ``uses_class_ap`` use it."""
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self._rng.bit_generator.state}
@@ -104,6 +106,8 @@ class FrameStack(BatchMix):
     ``int(beta * T)`` partner frames (uniformly spaced over its T frames) come first, then ``T - int(beta * T)``
     of video i's (uniformly spaced); targets are ``(1 - beta) y_i + beta y_j``. The rest of the batch is unchanged.
     """
+
+    uses_class_ap = True
 
     def __init__(self, num_classes: int, mix_fraction: float = 0.5, seed: int = 0) -> None:
         super().__init__(seed)

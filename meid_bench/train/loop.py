@@ -132,9 +132,13 @@ class Trainer:
             return VideoFeatureDataset(split, self.store, subset, frames, train=train, seed=seed,
                                        label_mask=label_mask)
 
+        train_on_device: list[GpuResidentFeatures] = []  # one copy of the training frames, shared by the streams
+
         def train_stream(sampler, stream_seed: int) -> TrainStream:
             ds = dataset("train", True, sampler.label_mask)
-            on_device = GpuResidentFeatures(ds, self.device) if resident else None
+            if resident and not train_on_device:
+                train_on_device.append(GpuResidentFeatures(ds, self.device))
+            on_device = train_on_device[0] if resident else None
             return TrainStream(ds, sampler.name, sampler.label_mask, recipe.batch_size, stream_seed, self.device,
                                on_device, options.workers, self.dist.rank, self.dist.world)
 
@@ -149,10 +153,11 @@ class Trainer:
         if model.needs_balanced_batch:
             self.streams[STREAM_BALANCED] = train_stream(recipe.balanced_sampler, seed + 1)
         self.val, self.test = eval_stream("val"), eval_stream("test")
-        self.train_eval = eval_stream("train")  # FrameStack's per-class AP comes from the training set
         self.model = model.to(self.device)
         self.criterion = recipe.loss.create(split.classes["train_count"].to_numpy()).to(self.device)
         self.mix = recipe.batch_mix.create(num_classes, seed=seed + self.dist.rank)
+        # FrameStack's per-class AP comes from the training set, scored each epoch; no other recipe needs it.
+        self.train_eval = eval_stream("train") if getattr(self.mix, "uses_class_ap", False) else None
         optim = recipe.optim
         optimizer_class = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
         self.optimizer = optimizer_class(self.model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
@@ -198,7 +203,7 @@ class Trainer:
             record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "steps": steps,
                       **{f"loss_{k}": v / max(steps, 1) for k, v in totals.items()},
                       "train_seconds": round(time.perf_counter() - started, 3)}
-            if hasattr(self.mix, "update_class_ap"):
+            if self.train_eval is not None:
                 train_ap = average_precision(predict(self.wrapped, self.train_eval, device),
                                              self.train_eval.dataset.targets)
                 self.mix.update_class_ap(train_ap)
