@@ -192,3 +192,12 @@ def test_store_backed_loading_path(tiny_split, tmp_path, workers):
     first = run("a")
     assert json.loads(first)["num_videos"] > 0
     assert run("b") == first
+
+
+@pytest.mark.parametrize("sampling, random_draws", [("random", True), ("uniform", False)])
+def test_train_frame_sampling_reaches_the_streams(tiny_split, tmp_path, sampling, random_draws):
+    options = tiny_options(tiny_split, tmp_path / sampling, "late_avg")
+    options = TrainOptions(**{**options.__dict__,
+                              "overrides": options.overrides + (f"data.train_frame_sampling={sampling}",)})
+    stream = Trainer(options).streams["instance"]
+    assert stream.dataset.train is random_draws and stream.dataset.num_frames == 4

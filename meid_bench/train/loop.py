@@ -129,7 +129,9 @@ class Trainer:
 
         def dataset(subset: str, train: bool, label_mask: bool = False) -> VideoFeatureDataset:
             frames = data.train_frames if train else data.eval_frames
-            return VideoFeatureDataset(split, self.store, subset, frames, train=train, seed=seed,
+            # The dataset's `train` flag picks random sorted frames; "uniform" training takes evenly spaced ones.
+            random_frames = train and data.train_frame_sampling == "random"
+            return VideoFeatureDataset(split, self.store, subset, frames, train=random_frames, seed=seed,
                                        label_mask=label_mask)
 
         train_on_device: list[GpuResidentFeatures] = []  # one copy of the training frames, shared by the streams
