@@ -56,10 +56,6 @@ def split_video_table(split: Any):
     return table
 
 
-def _video_source(source: Path, fmt: str, video_id: str) -> Path:
-    return source / video_id if fmt == "txt-dir" else source / f"{video_id}.npy"
-
-
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     # The header only; the frames are loaded later, by a worker.
     try:
