@@ -34,8 +34,8 @@ TARGETS = torch.tensor([[1.0, 0.0]])
 COUNTS = np.array([1, 10])
 
 
-def test_the_five_losses_are_registered():
-    assert list_losses() == ["bce", "cb", "eql", "focal", "ldam_drw"]
+def test_the_six_losses_are_registered():
+    assert list_losses() == ["bce", "cb", "eql", "eql_videolt", "focal", "ldam_drw"]
 
 
 def test_bce_by_hand_with_and_without_mask():
@@ -106,28 +106,51 @@ def test_ldam_margins_scale_and_deferred_reweighting_by_hand():
     assert criterion(logits, targets).item() == pytest.approx(sum(elements) / 4, rel=1e-5)
 
 
-def test_ldam_reference_defaults():
-    criterion = create_criterion(Config("ldam_drw"), np.array([10, 1000]))
+def test_ldam_reference_defaults_and_the_deferred_epoch_is_required():
+    criterion = create_criterion(Config("ldam_drw", {"drw_epoch": 50}), np.array([10, 1000]))
     assert criterion.scale == 30.0 and criterion.drw_epoch == 50
     assert criterion.margins.max().item() == pytest.approx(0.5)
+    # null means "the first lr decay": a recipe resolves it against its schedule before a loss is built.
+    with pytest.raises(ValueError, match="drw_epoch is null"):
+        create_criterion(Config("ldam_drw"), np.array([10, 1000]))
 
 
-def test_eql_drops_only_tail_class_negatives():
+def test_eql_switches_off_the_negative_loss_of_classes_rarer_than_lambda():
+    # Tan et al. 2020: w = 1 - T_lambda(f_c) (1 - y), f_c = videos with c / all videos. Class 1: 5 of 1,000
+    # videos (f = 5e-3 < lambda = 1e-2): its negatives count for nothing; class 0 (f = 0.2) is untouched.
+    counts = np.array([200, 5])
+    logits = torch.tensor([[0.5, -1.0], [2.0, 1.5]])
+    targets = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    criterion = create_criterion(Config("eql", {"frequency_threshold": 1e-2}), counts, num_videos=1000)
+    kept = [bce(0.5, 1.0), bce(-1.0, 1.0), bce(2.0, 0.0)]
+    assert criterion(logits, targets).item() == pytest.approx(sum(kept) / 4, rel=1e-6)
+    assert criterion(logits, targets).item() == criterion(logits, targets).item()  # no random drop
+    # At Tan et al.'s lambda 1.76e-3 neither class is rare here: plain BCE.
+    paper = create_criterion(Config("eql"), counts, num_videos=1000)
+    assert paper(logits, targets).item() == pytest.approx((sum(kept) + bce(1.5, 0.0)) / 4, rel=1e-6)
+    # Soft targets (after mixing) keep a share (the target) of the negative loss's suppression.
+    soft = criterion(torch.zeros(1, 2), torch.tensor([[0.0, 0.5]])).item()
+    assert soft == pytest.approx((bce(0.0, 0.0) + 0.5 * bce(0.0, 0.5)) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="num_videos"):
+        create_criterion(Config("eql"), counts)
+
+
+def test_videolt_eql_drops_only_tail_class_negatives():
     counts = np.array([200, 50])  # class 1 is tail (<= 100)
     logits = torch.tensor([[0.5, -1.0], [2.0, 1.5]])
     targets = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
-    always = create_criterion(Config("eql", {"tail_threshold": 100, "drop_prob": 1.0}), counts)
+    always = create_criterion(Config("eql_videolt", {"tail_threshold": 100, "drop_prob": 1.0}), counts)
     # Element (1, 1) is a tail-class negative: dropped. Everything else is plain BCE.
     kept = [bce(0.5, 1.0), bce(-1.0, 1.0), bce(2.0, 0.0)]
     assert always(logits, targets).item() == pytest.approx(sum(kept) / 4, rel=1e-6)
-    never = create_criterion(Config("eql", {"drop_prob": 0.0}), counts)
+    never = create_criterion(Config("eql_videolt", {"drop_prob": 0.0}), counts)
     assert never(logits, targets).item() == pytest.approx((sum(kept) + bce(1.5, 0.0)) / 4, rel=1e-6)
 
 
-def test_eql_reference_rate_drops_about_that_share_of_tail_negatives():
+def test_videolt_eql_reference_rate_drops_about_that_share_of_tail_negatives():
     torch.manual_seed(0)
     counts = np.array([50])
-    criterion = create_criterion(Config("eql", {"drop_prob": 0.25}), counts)
+    criterion = create_criterion(Config("eql_videolt", {"drop_prob": 0.25}), counts)
     logits = torch.zeros(20000, 1)
     value = criterion(logits, torch.zeros(20000, 1)).item()
     assert value / math.log(2) == pytest.approx(0.75, abs=0.02)
@@ -208,6 +231,23 @@ def test_framestack_mixes_half_the_batch_and_uses_even_shares_before_any_ap():
     torch.testing.assert_close(out.targets[4:], targets[4:])
     assert out.features.shape == features.shape and out.mask.shape == mask.shape
     assert out.mask[:4].sum() >= 4 * 3 - 2  # the one zero reaches at most two mixed rows (itself and its partner)
+
+
+def test_framestack_per_positive_video_ap_reads_only_the_videos_own_labels():
+    strategy = FrameStack(num_classes=4, seed=0, video_ap="positives")
+    strategy.update_class_ap(np.array([0.9, 0.1, 0.5, 0.3]))
+    targets = torch.tensor([[1.0, 0, 0, 0], [1.0, 1, 1, 0], [0.0, 0, 0, 0]])
+    perm = np.array([1, 2, 0])
+    # Per positive: video 0 -> 0.9, video 1 -> (0.9 + 0.1 + 0.5) / 3 = 0.5, video 2 (no label) -> 0.
+    # The reference form divides by all 4 classes instead: 0.225 and 0.375, which favours videos with many labels.
+    video_ap = np.array([0.9, 0.5, 0.0])
+    expected = video_ap / (video_ap + video_ap[perm])
+    np.testing.assert_allclose(strategy.partner_shares(targets, perm), expected)
+    reference = FrameStack(num_classes=4, seed=0)
+    reference.update_class_ap(np.array([0.9, 0.1, 0.5, 0.3]))
+    ref_ap = np.array([0.225, 0.375, 0.0])
+    np.testing.assert_allclose(reference.partner_shares(targets, perm), ref_ap / (ref_ap + ref_ap[perm]))
+    assert create_batch_mix(Config("framestack", {"video_ap": "positives"}), 4).video_ap == "positives"
 
 
 def test_framestack_ap_update_keeps_previous_values_where_nan_and_round_trips_its_state():

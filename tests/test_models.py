@@ -1,5 +1,6 @@
 """MEID and the baselines on tiny sizes: shapes, gradient flow through every part and switch, frame selection,
-fusion, the training-step contract and the registry's errors."""
+fusion, label-routed distillation, the shared-work training step, the compute-matched attention model, the
+training-step contract and the registry's errors."""
 
 from __future__ import annotations
 
@@ -15,19 +16,18 @@ from meid_bench.models import (
     MEID,
     ModelOutput,
     compute_training_losses,
+    compute_training_step,
     create_criterion,
     create_model,
     list_models,
     model_config_class,
 )
-from meid_bench.models.layers import Neck, branch_moments, pool
+from meid_bench.models.layers import Neck, pool
 from meid_bench.models.meid import (
     MotionModule,
-    frame_moments,
     frames_to_keep,
     fuse_logits,
     lowest_attention_frames,
-    moment_distance,
     random_frames,
 )
 
@@ -83,9 +83,11 @@ def test_registry_lists_the_three_models():
 @pytest.mark.parametrize("name", ["late_avg", "attention", "meid"])
 def test_every_model_gives_logits_of_shape_b_by_c_in_train_and_eval(name, criterion):
     model = create_model(name, input_dim=D, num_classes=C, class_groups=GROUPS, hidden=H)
+    batch = make_batch(0)
     for train in (True, False):
         model.train(train)
-        out = model(make_batch(0)["features"])
+        labels = {"labels": batch["target"]} if train and model.needs_labels else {}
+        out = model(batch["features"], **labels)
         assert isinstance(out, ModelOutput)
         assert out.logits.shape == (B, C)
         assert out.aux_loss.shape == ()
@@ -130,8 +132,9 @@ SWITCHES = [
     {"motion": False},
     {"expert2_pooling": "inherited"},
     {"expert2_pooling": "mean"},
-    {"distill_form": "kl"},
-    {"distill_detach_teacher": False},
+    {"distill_form": "moments"},
+    {"distill_routing": "label_blind"},
+    {"expert2": False, "distill_form": "moments"},
     {"fusion": "mean_prob"},
     {"tail_groups": ["medium", "tail"]},
 ]
@@ -162,39 +165,34 @@ def test_meid_builds_only_the_modules_its_switches_use():
     assert names(make_meid(expert2_pooling="mean")) == full - {"expert2_attention"}
 
 
+def routed_streams() -> dict[str, dict[str, torch.Tensor]]:
+    """Two streams whose labels give both distillation sides frames: head-only videos in the instance batch (classes
+    0-2 are head-neck classes), tail videos (classes 3-4) in the balanced batch."""
+    batches = two_streams()
+    batches["instance"]["target"] = torch.tensor([[1.0, 0, 0, 0, 0], [0, 1, 1, 0, 0], [1, 0, 0, 1, 0], [0, 0, 1, 0, 0]])
+    batches["balanced"]["target"] = torch.tensor([[0.0, 0, 0, 1, 0], [1, 0, 0, 0, 1], [0, 1, 0, 0, 0], [0, 0, 0, 1, 1]])
+    return batches
+
+
+def distill_out(model: MEID, batches: dict, instance_labels=None, balanced_labels=None, seed: int = 0):
+    torch.manual_seed(seed)  # the same frame draws for every call
+    return model(batches["instance"]["features"], balanced_features=batches["balanced"]["features"],
+                 labels=batches["instance"]["target"] if instance_labels is None else instance_labels,
+                 balanced_labels=batches["balanced"]["target"] if balanced_labels is None else balanced_labels)
+
+
 def test_distillation_loss_is_zero_when_off_and_in_eval_mode_and_positive_when_on():
-    features = make_batch(0)["features"]
-    assert make_meid(distill=False).train()(features).aux_loss.item() == 0.0
+    batches = routed_streams()
+    assert make_meid(distill=False).train()(batches["instance"]["features"]).aux_loss.item() == 0.0
     on = make_meid(distill_weight=2.0).train()
-    aux = on(features).aux_loss
-    assert aux.item() > 0.0 and aux.requires_grad
-    assert on.eval()(features).aux_loss.item() == 0.0
-
-
-def test_distillation_is_the_weighted_moment_distance_from_tail_neck_to_detached_head_neck():
-    model = make_meid(dropout=0.0, distill_weight=0.5).train()
-    features = make_batch(0)["features"]
-    frames = model.embedding(features)
-    # The necks' residual branches: the part in which the two necks' frame features differ.
-    tail_branch = model.tail_neck(frames) - frames
-    head_branch = model.head_neck(frames) - frames
-    expected = 0.5 * moment_distance(tail_branch, head_branch)
-    torch.testing.assert_close(model(features).aux_loss, expected)
-    # The teacher is detached: the distillation loss alone leaves the head neck untouched.
-    model.zero_grad()
-    model(features).aux_loss.backward()
-    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.head_neck.parameters())
-    assert any(p.grad.abs().sum() > 0 for p in model.tail_neck.parameters())
-
-
-def test_closed_form_branch_moments_equal_the_per_frame_statistics():
-    torch.manual_seed(0)
-    up = nn.Linear(3, 5)
-    activations = torch.relu(torch.randn(4, 7, 3))
-    mean, std = branch_moments(activations, up)
-    expected_mean, expected_std = frame_moments(up(activations))
-    torch.testing.assert_close(mean, expected_mean)
-    torch.testing.assert_close(std, expected_std, rtol=1e-4, atol=1e-5)
+    assert on.needs_labels and not make_meid(distill=False).needs_labels
+    with pytest.raises(ValueError, match="needs labels"):
+        on(batches["instance"]["features"], balanced_features=batches["balanced"]["features"])
+    out = on(batches["instance"]["features"], balanced_features=batches["balanced"]["features"],
+             labels=batches["instance"]["target"], balanced_labels=batches["balanced"]["target"])
+    assert out.aux_loss.item() > 0.0 and out.aux_loss.requires_grad
+    torch.testing.assert_close(out.aux_loss, 2.0 * out.extras["distill_distance"])
+    assert on.eval()(batches["instance"]["features"]).aux_loss.item() == 0.0
 
 
 def test_neck_pooled_equals_pooling_the_per_frame_neck_output():
@@ -202,16 +200,8 @@ def test_neck_pooled_equals_pooling_the_per_frame_neck_output():
     neck = Neck(6, 2)
     frames = torch.randn(3, 4, 6)
     weights = torch.softmax(torch.randn(3, 4), dim=-1)
-    pooled, activations = neck.pooled(frames, pool(frames, weights), weights)
+    pooled = neck.pooled(frames, pool(frames, weights), weights)
     torch.testing.assert_close(pooled, pool(neck(frames), weights))
-    assert activations.shape == (3, 4, 2)
-
-
-def test_moment_distance_by_hand():
-    student = torch.tensor([[0.0, 2.0], [2.0, 2.0]])  # means (1, 2), stds (1, 0)
-    teacher = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # means (1, 0), stds (0, 0)
-    # mean term ((0)^2 + (2)^2) / 2 = 2; std term ((1 - 0)^2 + 0) / 2 = 0.5 (up to the 1e-6 epsilon)
-    assert moment_distance(student, teacher).item() == pytest.approx(2.5, abs=1e-3)
 
 
 def test_expert1_logits_come_from_the_head_and_tail_necks_in_class_order():
@@ -234,7 +224,7 @@ def test_complementary_selection_keeps_exactly_the_lowest_attention_frames_in_ti
 
 
 def test_meid_expert2_uses_the_lowest_attention_frames_of_expert1s_attention():
-    model = make_meid(cfs_ratio=0.5).train()
+    model = make_meid(cfs_ratio=0.5, distill=False).train()
     out = model(make_batch(1)["features"], balanced_features=make_batch(2, frames=10)["features"])
     weights = out.extras["balanced_attention"]
     chosen = out.extras["balanced_selected_frames"]
@@ -249,7 +239,7 @@ def test_meid_expert2_uses_the_lowest_attention_frames_of_expert1s_attention():
 
 
 def test_expert2_sees_the_balanced_batch_and_does_not_train_expert1s_attention(criterion):
-    model = make_meid(dropout=0.0).train()
+    model = make_meid(dropout=0.0, distill=False).train()
     batches = two_streams()
     out = model(batches["instance"]["features"], balanced_features=batches["balanced"]["features"])
     frames = model.embedding(batches["balanced"]["features"])
@@ -285,15 +275,17 @@ def test_frames_to_keep_rounds_halves_up_and_stays_in_range():
     assert frames_to_keep(10, 1.0) == 10
 
 
-def test_motion_module_adds_relu_of_a_linear_map_of_differences_between_consecutive_selected_frames():
-    motion = MotionModule(2)
+def test_motion_module_adds_a_bottleneck_map_of_differences_between_consecutive_selected_frames():
+    motion = MotionModule(2, 2)
     with torch.no_grad():
-        motion.linear.weight.copy_(torch.eye(2))
-        motion.linear.bias.zero_()
+        for layer in (motion.down, motion.up):
+            layer.weight.copy_(torch.eye(2))
+            layer.bias.zero_()
     frames = torch.tensor([[[1.0, 5.0], [3.0, 4.0], [0.0, 6.0]]])
-    # differences: (0, 0) for the first frame, then (2, -1), (-3, 2); ReLU keeps the positive parts.
+    # differences: (0, 0) for the first frame, then (2, -1), (-3, 2); the ReLUs keep the positive parts.
     expected = frames + torch.tensor([[[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]]])
     torch.testing.assert_close(motion(frames), expected)
+    assert make_meid().motion.down.out_features == H // 4
 
 
 def test_fusion_modes():
@@ -349,7 +341,8 @@ def test_training_step_needs_every_declared_stream(criterion):
     with pytest.raises(ValueError, match="balanced"):
         compute_training_losses(make_meid(), {"instance": make_batch(0)}, criterion)
     with pytest.raises(ValueError, match="balanced_features"):
-        make_meid().losses_from_output(make_meid()(make_batch(0)["features"]), two_streams(), criterion)
+        make_meid(distill=False).losses_from_output(make_meid(distill=False)(make_batch(0)["features"]),
+                                                    two_streams(), criterion)
 
 
 def test_label_mask_reaches_the_criterion(criterion):
@@ -386,8 +379,74 @@ def test_meid_needs_class_groups_with_both_neck_sides():
 
 
 def test_meid_works_with_many_frames_and_a_single_kept_frame(criterion):
-    model = make_meid(cfs_ratio=0.01).train()
+    model = make_meid(cfs_ratio=0.01, distill=False).train()
     batches = {"instance": make_batch(1, frames=3), "balanced": make_batch(2, frames=3)}
     out = model(batches["instance"]["features"], balanced_features=batches["balanced"]["features"])
     assert out.extras["balanced_selected_frames"].shape == (B, 1)
     assert all(math.isfinite(v.item()) for v in compute_training_losses(model, batches, criterion).values())
+
+
+def test_shared_work_training_step_equals_embedding_the_selected_frames_again(criterion):
+    # MEID embeds the balanced batch once (before dropout) for expert 1's attention, expert 2's frames and the
+    # distillation's student. The naive step embeds it for the attention (no grad) and the selected frames again:
+    # the same maths, so the same losses and gradients (dropout off: its masks are random).
+    model = make_meid(dropout=0.0, distill=False).train()
+    batches = two_streams(mask=True)
+    losses = compute_training_losses(model, batches, criterion)
+    model.zero_grad()
+    sum(losses.values()).backward()
+    shared_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    instance, balanced = batches["instance"], batches["balanced"]
+    frames = model.embedding(instance["features"])
+    naive = {"expert1": criterion(model._expert1(frames, model.attention.weights(frames)), instance["target"],
+                                  instance["mask"])}
+    with torch.no_grad():
+        inherited = model.attention.weights(model.embedding(balanced["features"]))
+    indices = model.select_frames(inherited)
+    chosen = balanced["features"].gather(1, indices.unsqueeze(-1).expand(-1, -1, D))
+    logits = model._expert2_head(model.embedding(chosen), inherited, indices)
+    naive["expert2"] = criterion(logits, balanced["target"], balanced["mask"])
+    model.zero_grad()
+    sum(naive.values()).backward()
+    for name in losses:
+        torch.testing.assert_close(losses[name], naive[name], rtol=0, atol=1e-6)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(shared_grads[name], p.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_compute_matched_attention_trains_one_network_on_both_streams(criterion):
+    torch.manual_seed(0)
+    model = create_model("attention", input_dim=D, num_classes=C, hidden=H, balanced_stream=True, dropout=0.0)
+    assert model.batch_streams == ("instance", "balanced") and model.needs_balanced_batch
+    batches = two_streams(mask=True)
+    losses = compute_training_losses(model, batches, criterion)
+    assert list(losses) == ["classification", "balanced"]
+    # One pass over both batches gives what two separate passes give.
+    alone = model(batches["balanced"]["features"]).logits
+    expected = criterion(alone, batches["balanced"]["target"], batches["balanced"]["mask"])
+    torch.testing.assert_close(losses["balanced"], expected)
+    assert_all_parameters_get_gradients(model, sum(losses.values()))
+    model.eval()
+    assert model(make_batch(3)["features"]).logits.shape == (B, C)  # inference: one batch, as every model
+    single = create_model("attention", input_dim=D, num_classes=C, hidden=H)
+    with pytest.raises(ValueError, match="instance stream only"):
+        single(batches["instance"]["features"], balanced_features=batches["balanced"]["features"])
+
+
+def test_training_step_passes_frame_labels_where_the_batch_has_them(criterion):
+    seen = {}
+
+    class Spy(MEID):
+        def forward(self, features, balanced_features=None, labels=None, balanced_labels=None):
+            seen.update(labels=labels, balanced_labels=balanced_labels)
+            return super().forward(features, balanced_features, labels, balanced_labels)
+
+    torch.manual_seed(0)
+    model = Spy(D, C, model_config_class("meid")(hidden=H), GROUPS == "tail")
+    batches = two_streams()
+    batches["balanced"]["frame_labels"] = batches["balanced"]["target"].unsqueeze(1).repeat(1, T, 1)
+    step = compute_training_step(model, batches, criterion)
+    assert seen["labels"] is batches["instance"]["target"]  # no frame labels: the video's
+    assert seen["balanced_labels"] is batches["balanced"]["frame_labels"]
+    assert set(step.logged) == {"distill_distance"} and not step.logged["distill_distance"].requires_grad

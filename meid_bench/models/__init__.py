@@ -14,8 +14,10 @@ from meid_bench.models.base import (
     STREAM_INSTANCE,
     BaseModelConfig,
     ModelOutput,
+    TrainingStep,
     VideoModel,
     compute_training_losses,
+    compute_training_step,
     unwrap_model,
 )
 from meid_bench.models.registry import create_model, list_models, model_config_class, register_model
@@ -44,8 +46,10 @@ __all__ = [
     "Mixup",
     "ModelOutput",
     "MultiLabelLoss",
+    "TrainingStep",
     "VideoModel",
     "compute_training_losses",
+    "compute_training_step",
     "create_batch_mix",
     "create_criterion",
     "create_model",

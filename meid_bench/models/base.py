@@ -1,18 +1,21 @@
 """The contract every model follows: its output, the batch streams it trains on, and the training step.
 
 A *batch* is a mapping with ``"features"`` (float [B, T, D]: T frames of D-dim features per video), ``"target"``
-(float [B, C] multi-hot, or soft after mixing; the key meid_bench.data's batches use) and optionally ``"mask"``
-(float [B, C], 1 where a label's loss counts: the CBS/SRS label mask). A training step receives one batch per *stream* the model declares in
+(float [B, C] multi-hot, or soft after mixing; the key meid_bench.data's batches use), optionally ``"mask"``
+(float [B, C], 1 where a label's loss counts: the CBS/SRS label mask) and ``"frame_labels"`` (float [B, T, C], the
+labels of each drawn frame, from a store that has them). A training step receives one batch per *stream* the model declares in
 ``batch_streams``: ``"instance"`` (the recipe's ``sampler``) for every model, plus ``"balanced"`` (the recipe's
 ``balanced_sampler``) for MEID's expert 2.
 
 The loop's training step is::
 
-    losses = compute_training_losses(model, batches, criterion)   # model may be wrapped in DistributedDataParallel
-    loss = sum(losses.values())
+    step = compute_training_step(model, batches, criterion)   # model may be wrapped in DistributedDataParallel
+    loss = sum(step.losses.values())                           # step.logged: detached values worth logging
 
-:func:`compute_training_losses` calls the (possibly wrapped) module's ``forward`` - DistributedDataParallel only
+:func:`compute_training_step` calls the (possibly wrapped) module's ``forward`` - DistributedDataParallel only
 synchronises gradients for work done inside ``forward`` - and then ``losses_from_output`` on the bare module.
+A model whose ``needs_labels`` is true (MEID's label-routed distillation) also gets each batch's labels in
+``forward``: ``frame_labels`` where the batch has them, else ``target``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ STREAM_INSTANCE = "instance"
 STREAM_BALANCED = "balanced"
 
 Batch = Mapping[str, Tensor]
+
+
+class TrainingStep(NamedTuple):
+    """One step's named, already weighted scalar losses (summed by the loop) and detached values to log."""
+
+    losses: dict[str, Tensor]
+    logged: dict[str, Tensor]
 
 
 class ModelOutput(NamedTuple):
@@ -107,6 +117,14 @@ class VideoModel(nn.Module):
     def needs_balanced_batch(self) -> bool:
         return STREAM_BALANCED in self.batch_streams
 
+    @property
+    def needs_labels(self) -> bool:
+        """Whether a training forward takes the batches' labels (``labels=``, ``balanced_labels=``)."""
+        return False
+
+    #: extras of a training output that the loop logs each epoch (mean over steps), e.g. an unweighted distance.
+    logged_extras: ClassVar[tuple[str, ...]] = ()
+
     def forward(self, features: Tensor, balanced_features: Tensor | None = None) -> ModelOutput:  # pragma: no cover
         raise NotImplementedError
 
@@ -133,21 +151,37 @@ def unwrap_model(model: nn.Module) -> VideoModel:
     return core
 
 
-def compute_training_losses(
-    model: nn.Module, batches: Mapping[str, Batch], criterion: nn.Module
-) -> dict[str, Tensor]:
-    """One training step's named, already weighted scalar losses; the loop sums them.
+def routing_labels(batch: Batch) -> Tensor:
+    """The labels a batch offers a model: per-frame labels [B, T, C] where present, else the targets [B, C]."""
+    return batch["frame_labels"] if "frame_labels" in batch else batch["target"]
+
+
+def compute_training_step(model: nn.Module, batches: Mapping[str, Batch], criterion: nn.Module) -> TrainingStep:
+    """One training step's losses and logged values (see the module docstring).
 
     ``model`` is a :class:`VideoModel` or a wrapper around one (DistributedDataParallel): its ``forward`` is called
-    once, on the instance batch's features and, when the model needs it, the balanced batch's features.
+    once, on the instance batch's features and, when the model needs it, the balanced batch's features (and the
+    batches' labels when ``needs_labels``).
     """
     core = unwrap_model(model)
     missing = [stream for stream in core.batch_streams if stream not in batches]
     if missing:
         raise ValueError(f"{type(core).__name__} needs batch streams {core.batch_streams}; missing {missing}")
-    features = batches[STREAM_INSTANCE]["features"]
+    instance = batches[STREAM_INSTANCE]
+    kwargs: dict[str, Tensor] = {}
     if core.needs_balanced_batch:
-        output = model(features, balanced_features=batches[STREAM_BALANCED]["features"])
-    else:
-        output = model(features)
-    return core.losses_from_output(output, batches, criterion)
+        kwargs["balanced_features"] = batches[STREAM_BALANCED]["features"]
+    if core.needs_labels:
+        kwargs["labels"] = routing_labels(instance)
+        if core.needs_balanced_batch:
+            kwargs["balanced_labels"] = routing_labels(batches[STREAM_BALANCED])
+    output = model(instance["features"], **kwargs)
+    logged = {name: output.extras[name] for name in core.logged_extras if name in output.extras}
+    return TrainingStep(core.losses_from_output(output, batches, criterion), logged)
+
+
+def compute_training_losses(
+    model: nn.Module, batches: Mapping[str, Batch], criterion: nn.Module
+) -> dict[str, Tensor]:
+    """One training step's named, already weighted scalar losses; the loop sums them (see compute_training_step)."""
+    return compute_training_step(model, batches, criterion).losses

@@ -1,7 +1,8 @@
 """The baselines: the reference late-averaging classifier and the attention-pooling classifier (MEID's expert 1 alone).
 
-Both train on the instance stream only (whose sampler may itself be CBS or SRS, per recipe) and are built from
-the layers MEID uses.
+Both train on the instance stream (whose sampler may itself be CBS or SRS, per recipe) and are built from the
+layers MEID uses. The attention classifier with ``balanced_stream: true`` is the compute-matched control of MEID:
+each step it also trains on a batch of the balanced stream, as MEID's expert 2 does.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from meid_bench.models.base import STREAM_INSTANCE, Batch, BaseModelConfig, ModelOutput, VideoModel
+import torch
+
+from meid_bench.models.base import STREAM_BALANCED, STREAM_INSTANCE, Batch, BaseModelConfig, ModelOutput, VideoModel
 from meid_bench.models.layers import AttentionPooling, Classifier, FrameEmbedding, default_attention_hidden
 from meid_bench.models.registry import register_model
 
@@ -57,9 +60,11 @@ class LateAvgClassifier(_SingleStreamModel):
 
 @dataclass(frozen=True)
 class AttentionConfig(BaseModelConfig):
-    """attention_hidden: width of the attention MLP; null means hidden // 4."""
+    """attention_hidden: width of the attention MLP; null means hidden // 4.
+    balanced_stream: also train each step on a batch of the balanced stream (the compute-matched control)."""
 
     attention_hidden: int | None = None
+    balanced_stream: bool = False
 
     def problems(self) -> list[tuple[str, str]]:
         found = super().problems()
@@ -69,10 +74,15 @@ class AttentionConfig(BaseModelConfig):
 
 
 @register_model("attention")
-class AttentionClassifier(_SingleStreamModel):
-    """Frame embedding -> frame attention pooling -> Linear(H, C): MEID's expert 1 without its necks."""
+class AttentionClassifier(VideoModel):
+    """Frame embedding -> frame attention pooling -> Linear(H, C): MEID's expert 1 without its necks.
+
+    With ``balanced_stream`` a training step runs the same network on the instance and the balanced batch (one
+    pass over both) and sums the two batches' losses (``classification`` and ``balanced``).
+    """
 
     config_class = AttentionConfig
+    config: AttentionConfig
 
     def __init__(self, input_dim: int, num_classes: int, config: AttentionConfig) -> None:
         super().__init__(input_dim, num_classes, config)
@@ -80,8 +90,33 @@ class AttentionClassifier(_SingleStreamModel):
         self.attention = AttentionPooling(self.hidden, default_attention_hidden(self.hidden, config.attention_hidden))
         self.classifier = Classifier(self.hidden, num_classes)
 
+    @property
+    def batch_streams(self) -> tuple[str, ...]:
+        return (STREAM_INSTANCE, STREAM_BALANCED) if self.config.balanced_stream else (STREAM_INSTANCE,)
+
     def forward(self, features: Tensor, balanced_features: Tensor | None = None) -> ModelOutput:
-        self._no_balanced(balanced_features)
-        pooled, weights = self.attention(self.embedding(features))
+        if balanced_features is not None and not self.config.balanced_stream:
+            raise ValueError("this model trains on the instance stream only; do not pass balanced_features "
+                             "(balanced_stream: true trains on both)")
+        both = features if balanced_features is None else torch.cat([features, balanced_features])
+        pooled, weights = self.attention(self.embedding(both))
         logits = self.classifier(pooled)
-        return ModelOutput(logits, self._zero(logits), {"attention": weights})
+        count = features.shape[0]
+        extras = {"attention": weights[:count]}
+        if balanced_features is not None:
+            extras.update(balanced_logits=logits[count:], balanced_attention=weights[count:])
+        return ModelOutput(logits[:count], self._zero(logits), extras)
+
+    def losses_from_output(
+        self, output: ModelOutput, batches: Mapping[str, Batch], criterion: nn.Module
+    ) -> dict[str, Tensor]:
+        batch = batches[STREAM_INSTANCE]
+        losses = {"classification": criterion(output.logits, batch["target"], batch.get("mask"))}
+        if self.config.balanced_stream:
+            if "balanced_logits" not in output.extras:
+                raise ValueError("the compute-matched attention model's training step needs "
+                                 "forward(features, balanced_features=...)")
+            balanced = batches[STREAM_BALANCED]
+            losses["balanced"] = criterion(output.extras["balanced_logits"], balanced["target"],
+                                           balanced.get("mask"))
+        return losses

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -50,9 +50,13 @@ class MixupOptions:
 
 @dataclass(frozen=True)
 class FrameStackOptions:
-    """mix_fraction: share of each batch that is mixed (reference 0.5, the first half of the shuffled batch)."""
+    """mix_fraction: share of each batch that is mixed (reference 0.5, the first half of the shuffled batch).
+    video_ap: how a video's AP is read from the class APs: ``all_classes`` (the reference: mean over all C classes
+    of y * AP, which on multi-label data mostly counts a video's labels) or ``positives`` (mean AP of the video's
+    own positive classes: how well its labels are recognised)."""
 
     mix_fraction: float = 0.5
+    video_ap: Literal["all_classes", "positives"] = "all_classes"
 
     def problems(self) -> list[tuple[str, str]]:
         if not 0.0 < self.mix_fraction <= 1.0:
@@ -101,7 +105,8 @@ class FrameStack(BatchMix):
     """FrameStack (VideoLT, Zhang et al. 2021): frame-level mixing of two videos driven by the running class AP.
 
     The first ``mix_fraction`` of the batch is paired by a random permutation among itself. For video i and
-    partner j, with video AP a_v = mean over classes of y_v * AP (the reference's form), the partner's share is
+    partner j, with video AP a_v = mean over classes of y_v * AP (``all_classes``, the reference's form) or
+    sum(y_v * AP) / sum(y_v) (``positives``, for multi-label data), the partner's share is
     beta = a_i / (a_i + a_j) (0.5 when both are ~0): the better-recognised video gives up frames.
     ``int(beta * T)`` partner frames (uniformly spaced over its T frames) come first, then ``T - int(beta * T)``
     of video i's (uniformly spaced); targets are ``(1 - beta) y_i + beta y_j``. The rest of the batch is unchanged.
@@ -109,10 +114,12 @@ class FrameStack(BatchMix):
 
     uses_class_ap = True
 
-    def __init__(self, num_classes: int, mix_fraction: float = 0.5, seed: int = 0) -> None:
+    def __init__(self, num_classes: int, mix_fraction: float = 0.5, seed: int = 0,
+                 video_ap: str = "all_classes") -> None:
         super().__init__(seed)
         self.num_classes = num_classes
         self.mix_fraction = mix_fraction
+        self.video_ap = video_ap
         self.class_ap = np.zeros(num_classes, dtype=np.float64)
 
     def update_class_ap(self, class_ap: np.ndarray) -> None:
@@ -131,7 +138,11 @@ class FrameStack(BatchMix):
 
     def partner_shares(self, targets: Tensor, perm: np.ndarray) -> np.ndarray:
         """beta per mixed video: the share of frames (and label weight) taken from its partner."""
-        video_ap = (targets.detach().double().cpu().numpy() * self.class_ap).mean(axis=-1)
+        labels = targets.detach().double().cpu().numpy()
+        if self.video_ap == "positives":
+            video_ap = (labels * self.class_ap).sum(axis=-1) / np.maximum(labels.sum(axis=-1), 1e-12)
+        else:
+            video_ap = (labels * self.class_ap).mean(axis=-1)
         partner_ap = video_ap[perm]
         total = video_ap + partner_ap
         safe_total = np.where(total < 1e-5, 1.0, total)
@@ -190,4 +201,4 @@ def create_batch_mix(config: Any, num_classes: int, seed: int = 0) -> BatchMix |
         return None
     if name == "mixup":
         return Mixup(options.alpha, seed=seed)
-    return FrameStack(num_classes, options.mix_fraction, seed=seed)
+    return FrameStack(num_classes, options.mix_fraction, seed=seed, video_ap=options.video_ap)

@@ -29,7 +29,8 @@ class Dropout(nn.Module):
 class FrameEmbedding(nn.Module):
     """Per-frame Linear(D, H) -> ReLU -> Dropout: the reference classifier's first half, shared by every model.
 
-    [B, T, D] -> [B, T, H].
+    [B, T, D] -> [B, T, H]. ``activations`` is the part before dropout, so that a caller can embed frames once and
+    apply dropout to a subset of them (``self.dropout``): the same values as embedding that subset.
     """
 
     def __init__(self, input_dim: int, hidden: int, dropout: float) -> None:
@@ -38,8 +39,11 @@ class FrameEmbedding(nn.Module):
         self.activation = nn.ReLU()
         self.dropout = Dropout(dropout)
 
+    def activations(self, features: Tensor) -> Tensor:
+        return self.activation(self.linear(features))
+
     def forward(self, features: Tensor, dropout: bool = True) -> Tensor:
-        hidden = self.activation(self.linear(features))
+        hidden = self.activations(features)
         return self.dropout(hidden) if dropout else hidden
 
 
@@ -79,7 +83,7 @@ class Neck(nn.Module):
     Residual so a neck starts close to the shared embedding and only learns what its class group needs; a
     bottleneck (r = H/4 by default) keeps two necks cheap next to the embedding (the 1.5x step-time goal).
     ``up`` is linear and attention weights sum to 1, so pooling commutes with it: :meth:`pooled` never builds the
-    per-frame [B, T, H] neck output, and :func:`branch_moments` gives its per-channel statistics in closed form.
+    per-frame [B, T, H] neck output.
     """
 
     def __init__(self, hidden: int, bottleneck: int) -> None:
@@ -91,30 +95,9 @@ class Neck(nn.Module):
     def forward(self, frames: Tensor) -> Tensor:
         return frames + self.up(self.activation(self.down(frames)))
 
-    def pooled(self, frames: Tensor, pooled_frames: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
-        """pool(self(frames), weights) computed as pooled_frames + up(pool(ReLU(down(frames)))).
-
-        Returns the pooled neck output [B, H] and the per-frame bottleneck activations [B, T, r].
-        """
-        activations = self.activation(self.down(frames))
-        return pooled_frames + self.up(pool(activations, weights)), activations
-
-
-def branch_moments(activations: Tensor, up: nn.Linear) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and standard deviation over all frames of up(activations), without computing it.
-
-    activations [..., r] -> mean [H] = W mu + b and std [H] = sqrt(diag(W Sigma W^T)), with mu and Sigma the
-    activations' mean and (population) covariance; float32 throughout.
-    """
-    flat = activations.reshape(-1, activations.shape[-1]).float()
-    mu = flat.mean(dim=0)
-    centered = flat - mu
-    covariance = centered.T @ centered / flat.shape[0]
-    weight = up.weight.float()
-    mean = weight @ mu + up.bias.float()
-    variance = ((weight @ covariance) * weight).sum(dim=-1)
-    # clamp: rounding can make a zero variance slightly negative; the epsilon keeps sqrt differentiable at 0.
-    return mean, (variance.clamp_min(0.0) + 1e-6).sqrt()
+    def pooled(self, frames: Tensor, pooled_frames: Tensor, weights: Tensor) -> Tensor:
+        """pool(self(frames), weights) [B, H], computed as pooled_frames + up(pool(ReLU(down(frames))))."""
+        return pooled_frames + self.up(pool(self.activation(self.down(frames)), weights))
 
 
 class Classifier(nn.Module):

@@ -1,11 +1,13 @@
-"""Multi-label losses for long-tailed training: BCE, focal, class-balanced, LDAM with deferred re-weighting, EQL.
+"""Multi-label losses for long-tailed training: BCE, focal, class-balanced, LDAM with deferred re-weighting, EQL
+(Tan et al. 2020's form, and the VideoLT reference's random-drop variant).
 
 Every criterion is called ``criterion(logits [B, C], targets [B, C], mask [B, C] | None) -> scalar`` and reduces the
 same way the reference BCE does: the mean over all B x C elements of ``loss * class_weight * mask`` (a masked
 element counts in the denominator, as with BCE's ``weight=``), so losses and masks never change the loss scale by
 the number of positives. Targets may be soft (mixup, FrameStack). Logits are cast to float32 first (mixed
 precision). ``criterion.set_epoch(epoch)`` (0-based) is called by the loop before each epoch; only LDAM-DRW uses it.
-Class counts are passed in at construction (registered buffers); nothing is read from files.
+Class counts (and, for EQL, the number of training videos) are passed in at construction (registered buffers);
+nothing is read from files.
 """
 
 from __future__ import annotations
@@ -97,11 +99,13 @@ class ClassBalancedOptions:
 @dataclass(frozen=True)
 class LDAMOptions:
     """max_margin 0.5 and scale 30 (Cao et al. 2019); drw_epoch: first 0-based epoch with class-balanced weights
-    (reference 50 of 100) computed with drw_beta (0.9999)."""
+    computed with drw_beta (0.9999); null: the first lr decay (Cao et al. defer re-weighting to the annealed phase;
+    the VideoLT reference: epoch 50, after its decay at 30). A recipe resolves null against its schedule
+    (``Recipe.for_benchmark``)."""
 
     max_margin: float = 0.5
     scale: float = 30.0
-    drw_epoch: int = 50
+    drw_epoch: int | None = None
     drw_beta: float = 0.9999
 
     def problems(self) -> list[tuple[str, str]]:
@@ -110,8 +114,8 @@ class LDAMOptions:
             found.append(("max_margin", f"must be >= 0, got {self.max_margin}"))
         if self.scale <= 0:
             found.append(("scale", f"must be > 0, got {self.scale}"))
-        if self.drw_epoch < 0:
-            found.append(("drw_epoch", f"must be >= 0, got {self.drw_epoch}"))
+        if self.drw_epoch is not None and self.drw_epoch < 0:
+            found.append(("drw_epoch", f"must be >= 0 or null, got {self.drw_epoch}"))
         if not 0.0 <= self.drw_beta < 1.0:
             found.append(("drw_beta", f"must be in [0, 1), got {self.drw_beta}"))
         return found
@@ -119,9 +123,22 @@ class LDAMOptions:
 
 @dataclass(frozen=True)
 class EQLOptions:
-    """tail_threshold: classes with at most this many training videos are tail (reference 100).
-    drop_prob: probability that a tail class's negative loss is dropped for one element (the reference's
-    ``gamma`` = 1.76e-3, called lambda in GUIDE section 4)."""
+    """frequency_threshold: lambda of Tan et al. 2020, the class frequency (training videos with the class / all
+    training videos) below which a class's negative loss is switched off (1.76e-3, their LVIS value)."""
+
+    frequency_threshold: float = 1.76e-3
+
+    def problems(self) -> list[tuple[str, str]]:
+        if not 0.0 <= self.frequency_threshold <= 1.0:
+            return [("frequency_threshold", f"must be in [0, 1], got {self.frequency_threshold}")]
+        return []
+
+
+@dataclass(frozen=True)
+class EQLVideoLTOptions:
+    """The VideoLT reference's variant. tail_threshold: classes with at most this many training videos are tail
+    (100). drop_prob: probability that a tail class's negative loss is dropped for one element (the reference's
+    ``gamma`` = 1.76e-3: Tan et al.'s threshold lambda reused as a probability)."""
 
     tail_threshold: int = 100
     drop_prob: float = 1.76e-3
@@ -162,6 +179,9 @@ class LDAMDRWLoss(MultiLabelLoss):
     """
 
     def __init__(self, class_counts: np.ndarray, options: LDAMOptions) -> None:
+        if options.drw_epoch is None:
+            raise ValueError("ldam_drw: drw_epoch is null (the first lr decay); resolve the recipe for its schedule "
+                             "first (Recipe.for_benchmark) or give an epoch")
         counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 1.0)
         super().__init__(torch.ones(len(counts)))
         margins = counts**-0.25
@@ -185,11 +205,27 @@ class LDAMDRWLoss(MultiLabelLoss):
 
 
 class EqualizationLoss(MultiLabelLoss):
-    """EQL (Tan et al. 2020) as the VideoLT reference applies it: BCE weighted by 1 - beta * tail_c * (1 - y), beta a
-    Bernoulli(drop_prob) draw per element, tail_c = 1 for classes with at most ``tail_threshold`` training videos:
-    tail classes are sometimes spared the discouraging gradient of other classes' positives."""
+    """EQL (Tan et al., CVPR 2020, eq. 4-6, sigmoid form): BCE weighted by w_c = 1 - E T_lambda(f_c) (1 - y_c), with
+    f_c the share of training videos labelled c and T_lambda(f) = [f < lambda]; E = 1, as every video is a
+    foreground sample (there is no background class). Rare classes' negative loss is switched off: other classes'
+    positives no longer discourage them. Deterministic."""
 
-    def __init__(self, class_counts: np.ndarray, options: EQLOptions) -> None:
+    def __init__(self, class_counts: np.ndarray, num_videos: int, options: EQLOptions) -> None:
+        super().__init__()
+        frequency = np.asarray(class_counts, dtype=np.float64) / float(num_videos)
+        self.register_buffer("rare", _float_tensor(frequency < options.frequency_threshold))
+
+    def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
+        bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        return bce * (1.0 - self.rare * (1.0 - targets))
+
+
+class VideoLTEqualizationLoss(MultiLabelLoss):
+    """EQL as the VideoLT reference applies it: BCE weighted by 1 - beta * tail_c * (1 - y), beta a Bernoulli(drop_prob)
+    draw per element, tail_c = 1 for classes with at most ``tail_threshold`` training videos. With drop_prob 1.76e-3
+    it changes about one loss element in a thousand of the tail's: kept for comparison with the published code."""
+
+    def __init__(self, class_counts: np.ndarray, options: EQLVideoLTOptions) -> None:
         super().__init__()
         counts = np.asarray(class_counts, dtype=np.float64)
         self.register_buffer("tail", _float_tensor(counts <= options.tail_threshold))
@@ -210,6 +246,7 @@ LOSS_OPTIONS: dict[str, type] = {
     "cb": ClassBalancedOptions,
     "ldam_drw": LDAMOptions,
     "eql": EQLOptions,
+    "eql_videolt": EQLVideoLTOptions,
 }
 
 
@@ -230,10 +267,12 @@ class NamedOptions(Protocol):
     options: Any
 
 
-def create_criterion(loss_config: NamedOptions, class_counts: np.ndarray) -> MultiLabelLoss:
+def create_criterion(loss_config: NamedOptions, class_counts: np.ndarray,
+                     num_videos: int | None = None) -> MultiLabelLoss:
     """Build the loss named ``loss_config.name`` with ``loss_config.options`` (its options dataclass or a mapping).
 
-    class_counts: int [C], training videos per class (``split.classes["train_count"]``), for cb, ldam_drw and eql.
+    class_counts: int [C], training videos per class (``split.classes["train_count"]``), for cb, ldam_drw and the
+    EQLs. num_videos: the number of training videos (``len(split.train)``), for eql's class frequencies.
     """
     name = loss_config.name
     options_class = loss_options_class(name)
@@ -256,5 +295,9 @@ def create_criterion(loss_config: NamedOptions, class_counts: np.ndarray) -> Mul
         return BCELoss(class_weight=weight)
     if name == "ldam_drw":
         return LDAMDRWLoss(counts, options)
-    return EqualizationLoss(counts, options)
+    if name == "eql_videolt":
+        return VideoLTEqualizationLoss(counts, options)
+    if num_videos is None or num_videos < 1:
+        raise ValueError("eql needs num_videos, the number of training videos, to turn class counts into frequencies")
+    return EqualizationLoss(counts, int(num_videos), options)
 

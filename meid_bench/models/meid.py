@@ -5,13 +5,15 @@ Data flow (docs/models.md gives each decision and its reason):
 - a frame embedding shared by both experts: Linear(D, H), ReLU, Dropout;
 - expert 1, on the instance batch: frame attention over the shared embedding; a head-class neck and a tail-class
   neck (residual bottleneck MLPs per frame) pooled with that attention; the head neck feeds a classifier for the
-  head (non-tail) classes, the tail neck one for the tail classes; internal distillation pulls the tail neck's
-  frame-feature distribution towards the head neck's (the teacher);
+  head (non-tail) classes, the tail neck one for the tail classes;
+- internal distillation (meid_bench.models.distill): the tail neck's features of tail-labelled frames of the
+  class-balanced batch are pulled towards the distribution of the head neck's features of head-labelled frames of
+  the instance batch (the teacher, detached);
 - expert 2, on the class-balanced batch: expert 1's attention module scores the frames (no gradient: selection is
   discrete), complementary frame selection keeps the ``cfs_ratio`` fraction with the LOWEST attention in time
   order, a motion module adds features from the temporal differences of those frames' embeddings, then its own
   attention pooling and classifier over all classes;
-- inference: both experts on the same videos, fused (weighted mean of logits by default).
+- inference: both experts on the same videos, fused (mean of probabilities by default).
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from meid_bench.models.layers import (
     Classifier,
     FrameEmbedding,
     Neck,
-    branch_moments,
     default_attention_hidden,
     pool,
 )
+from meid_bench.models import distill as distillation
 from meid_bench.models.registry import register_model
 
 
@@ -46,12 +48,13 @@ class MEIDConfig(BaseModelConfig):
 
     attention_hidden: int | None = None  # attention MLP width; null = hidden // 4
     neck_bottleneck: int | None = None  # neck MLP bottleneck; null = hidden // 4
+    motion_bottleneck: int | None = None  # motion MLP bottleneck; null = hidden // 4
     tail_groups: tuple[str, ...] = ("tail",)  # split groups whose classes the tail neck serves
     distill: bool = True  # internal distillation on/off (ablation)
-    distill_form: Literal["moments", "kl"] = "moments"
-    distill_weight: float = 0.1  # tuned on proxy CharadesLT validation (docs/models.md)
-    distill_temperature: float = 2.0  # softening for distill_form "kl"
-    distill_detach_teacher: bool = True  # the head neck is a fixed teacher inside the distillation loss
+    distill_form: distillation.DistillForm = "mmd"
+    distill_weight: float = 0.1
+    distill_routing: Literal["labels", "label_blind"] = "labels"  # label_blind: the ablation without labels
+    distill_frames: int = 128  # frames drawn per side for the distance
     expert2: bool = True  # expert 2 on/off (ablation)
     frame_selection: Literal["complementary", "random"] = "complementary"  # random = ablation
     cfs_ratio: float = 0.75  # fraction of frames expert 2 keeps (tuned on validation)
@@ -62,7 +65,7 @@ class MEIDConfig(BaseModelConfig):
 
     def problems(self) -> list[tuple[str, str]]:
         found = super().problems()
-        for name in ("attention_hidden", "neck_bottleneck"):
+        for name in ("attention_hidden", "neck_bottleneck", "motion_bottleneck"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 found.append((name, f"must be a positive integer or null, got {value}"))
@@ -73,8 +76,8 @@ class MEIDConfig(BaseModelConfig):
             found.append(("cfs_ratio", f"must be in (0, 1], got {self.cfs_ratio}"))
         if self.distill_weight < 0.0:
             found.append(("distill_weight", f"must be >= 0, got {self.distill_weight}"))
-        if self.distill_temperature <= 0.0:
-            found.append(("distill_temperature", f"must be > 0, got {self.distill_temperature}"))
+        if self.distill_frames < 2:
+            found.append(("distill_frames", f"must be >= 2, got {self.distill_frames}"))
         if not 0.0 <= self.fusion_weight <= 1.0:
             found.append(("fusion_weight", f"must be in [0, 1], got {self.fusion_weight}"))
         if not self.expert2 and self.fusion == "expert2":
@@ -103,44 +106,22 @@ def random_frames(batch: int, num_frames: int, keep: int, device: torch.device) 
 
 
 class MotionModule(nn.Module):
-    """Motion features for the selected frames: e_t + ReLU(Linear(e_t - e_{t-1})) over the selected frames.
+    """Motion features for the selected frames: e_t + up(ReLU(down(e_t - e_{t-1}))) over the selected frames.
 
     Differences are taken between consecutive *selected* frames in time order (the first has none: zero), so the
-    module sees how the unsolved part of the video changes, at the cost of one H x H product per selected frame.
+    module sees how the unsolved part of the video changes. A bottleneck MLP (H -> r -> H, r = H/4 by default, as
+    the necks) maps each difference: two H x r products per selected frame instead of one H x H (the step-time
+    goal of docs/performance.md).
     """
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, bottleneck: int) -> None:
         super().__init__()
-        self.linear = nn.Linear(hidden, hidden)
+        self.down = nn.Linear(hidden, bottleneck)
+        self.up = nn.Linear(bottleneck, hidden)
 
     def forward(self, frames: Tensor) -> Tensor:
         differences = F.pad(frames[:, 1:] - frames[:, :-1], (0, 0, 1, 0))
-        return frames + F.relu(self.linear(differences))
-
-
-def stats_distance(student: tuple[Tensor, Tensor], teacher: tuple[Tensor, Tensor]) -> Tensor:
-    """mean over channels of (mean_s - mean_t)^2 plus mean over channels of (std_s - std_t)^2."""
-    return (student[0] - teacher[0]).pow(2).mean() + (student[1] - teacher[1]).pow(2).mean()
-
-
-def frame_moments(frames: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and population standard deviation over all frames of [..., H] features (float32)."""
-    flat = frames.reshape(-1, frames.shape[-1]).float()
-    # The epsilon keeps sqrt differentiable at zero variance (a dead ReLU channel).
-    return flat.mean(dim=0), (flat.var(dim=0, unbiased=False) + 1e-6).sqrt()
-
-
-def moment_distance(student: Tensor, teacher: Tensor) -> Tensor:
-    """The moments distillation distance between two sets of frame features [..., H] (reference form)."""
-    return stats_distance(frame_moments(student), frame_moments(teacher))
-
-
-def softened_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
-    """KL(softmax(teacher / t) || softmax(student / t)) * t^2 over feature channels, averaged over videos."""
-    teacher_log = F.log_softmax(teacher.float() / temperature, dim=-1)
-    student_log = F.log_softmax(student.float() / temperature, dim=-1)
-    kl = (teacher_log.exp() * (teacher_log - student_log)).sum(dim=-1)
-    return kl.mean() * temperature**2
+        return frames + F.relu(self.up(F.relu(self.down(differences))))
 
 
 def fuse_logits(expert1: Tensor, expert2: Tensor, mode: str, weight: float) -> Tensor:
@@ -162,6 +143,11 @@ def fuse_logits(expert1: Tensor, expert2: Tensor, mode: str, weight: float) -> T
     raise ValueError(f"unknown fusion {mode!r}")
 
 
+def bottleneck_of(hidden: int) -> int:
+    """The default bottleneck of MEID's necks and motion module: a quarter of the embedding (at least 1)."""
+    return max(1, hidden // 4)
+
+
 def tail_mask_from_groups(class_groups: Sequence[str] | np.ndarray, tail_groups: Sequence[str]) -> np.ndarray:
     """bool [C]: True for classes whose group is in ``tail_groups``."""
     groups = np.asarray(class_groups, dtype=object)
@@ -174,6 +160,7 @@ class MEID(VideoModel):
 
     config_class = MEIDConfig
     config: MEIDConfig
+    logged_extras = ("distill_distance",)
 
     def __init__(
         self, input_dim: int, num_classes: int, config: MEIDConfig, tail_class_mask: np.ndarray | Sequence[bool]
@@ -195,7 +182,7 @@ class MEID(VideoModel):
         self.register_buffer("class_order_inverse", torch.as_tensor(np.argsort(order, kind="stable")))
 
         hidden = self.hidden
-        bottleneck = config.neck_bottleneck if config.neck_bottleneck is not None else max(1, hidden // 4)
+        bottleneck = config.neck_bottleneck if config.neck_bottleneck is not None else bottleneck_of(hidden)
         self.embedding = FrameEmbedding(input_dim, hidden, config.dropout)
         self.attention = AttentionPooling(hidden, default_attention_hidden(hidden, config.attention_hidden))
         self.head_neck = Neck(hidden, bottleneck)
@@ -209,7 +196,9 @@ class MEID(VideoModel):
                     hidden, default_attention_hidden(hidden, config.attention_hidden)
                 )
             if config.motion:
-                self.motion = MotionModule(hidden)
+                motion_bottleneck = config.motion_bottleneck if config.motion_bottleneck is not None else bottleneck_of(
+                    hidden)
+                self.motion = MotionModule(hidden, motion_bottleneck)
             self.expert2_classifier = Classifier(hidden, num_classes)
 
     @classmethod
@@ -228,32 +217,47 @@ class MEID(VideoModel):
 
     # -- expert 1 ------------------------------------------------------------------------------------------------
 
-    def _expert1(self, frames: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    def _expert1(self, frames: Tensor, weights: Tensor) -> Tensor:
         pooled = pool(frames, weights)
-        head_pooled, head_activations = self.head_neck.pooled(frames, pooled, weights)
-        tail_pooled, tail_activations = self.tail_neck.pooled(frames, pooled, weights)
+        head_pooled = self.head_neck.pooled(frames, pooled, weights)
+        tail_pooled = self.tail_neck.pooled(frames, pooled, weights)
         logits = torch.cat([self.head_classifier(head_pooled), self.tail_classifier(tail_pooled)], dim=-1)
-        logits = logits.index_select(-1, self.class_order_inverse)
-        distill = self._distillation(head_activations, tail_activations, head_pooled, tail_pooled)
-        return logits, distill
+        return logits.index_select(-1, self.class_order_inverse)
 
-    def _distillation(
-        self, head_activations: Tensor, tail_activations: Tensor, head_pooled: Tensor, tail_pooled: Tensor
-    ) -> Tensor:
+    @property
+    def needs_labels(self) -> bool:
+        return self.config.distill and self.config.distill_routing == "labels" and self.config.distill_weight > 0
+
+    def _distillation(self, frames: Tensor, labels: Tensor | None, student_frames: Tensor,
+                      student_labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(weighted loss, raw distance) between the tail neck's student frames and the head neck's teacher frames.
+
+        ``frames``: the instance batch's embedded frames [B, T, H] (after dropout); ``student_frames``: the frames
+        the student comes from, before dropout ([B', T', H]: the balanced batch, or the instance batch without
+        expert 2).
+        """
         config = self.config
-        if not (config.distill and self.training) or config.distill_weight == 0.0:
-            return head_activations.new_zeros((), dtype=torch.float32)
-        if config.distill_form == "moments":
-            # Per-frame statistics of each neck's residual branch (the shared embedding is common to both necks).
-            student = branch_moments(tail_activations, self.tail_neck.up)
-            teacher = branch_moments(head_activations, self.head_neck.up)
-            if config.distill_detach_teacher:
-                teacher = (teacher[0].detach(), teacher[1].detach())
-            distance = stats_distance(student, teacher)
-        else:
-            teacher_pooled = head_pooled.detach() if config.distill_detach_teacher else head_pooled
-            distance = softened_kl(tail_pooled, teacher_pooled, config.distill_temperature)
-        return config.distill_weight * distance
+        if config.distill_routing == "label_blind":
+            # The ablation: both necks on the same random frames of the instance batch, no labels involved.
+            everything = torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)
+            picked, weights = distillation.draw_frames(everything, config.distill_frames)
+            flat = frames.reshape(-1, frames.shape[-1])[picked]
+            student, teacher = self.tail_neck(flat), self.head_neck(flat).detach()
+            value = distillation.distance(config.distill_form, student, weights, teacher, weights)
+            return config.distill_weight * value, value.detach()
+        if labels is None or student_labels is None:
+            raise ValueError("MEID's label-routed distillation needs labels=... (and balanced_labels=... with "
+                             "expert 2): the batches' targets or per-frame labels")
+        head_frames, _ = distillation.frame_groups(labels, self.tail_class_mask, frames.shape[1])
+        _, tail_frames = distillation.frame_groups(student_labels, self.tail_class_mask, student_frames.shape[1])
+        teacher_at, teacher_weights = distillation.draw_frames(head_frames, config.distill_frames)
+        student_at, student_weights = distillation.draw_frames(tail_frames, config.distill_frames)
+        with torch.no_grad():
+            teacher = self.head_neck(frames.reshape(-1, frames.shape[-1])[teacher_at])
+        chosen = student_frames.reshape(-1, student_frames.shape[-1])[student_at]
+        student = self.tail_neck(self.embedding.dropout(chosen))
+        value = distillation.distance(config.distill_form, student, student_weights, teacher, teacher_weights)
+        return config.distill_weight * value, value.detach()
 
     # -- expert 2 ------------------------------------------------------------------------------------------------
 
@@ -264,12 +268,6 @@ class MEID(VideoModel):
         if self.config.frame_selection == "complementary":
             return lowest_attention_frames(inherited_weights, keep)
         return random_frames(batch, num_frames, keep, inherited_weights.device)
-
-    def _expert2_on_features(self, features: Tensor, inherited_weights: Tensor) -> tuple[Tensor, Tensor]:
-        """Expert 2 from raw features: select frames first, then embed only those (training path)."""
-        indices = self.select_frames(inherited_weights)
-        chosen = features.gather(1, indices.unsqueeze(-1).expand(-1, -1, features.shape[-1]))
-        return self._expert2_head(self.embedding(chosen), inherited_weights, indices), indices
 
     def _expert2(self, frames: Tensor, inherited_weights: Tensor) -> tuple[Tensor, Tensor]:
         indices = self.select_frames(inherited_weights)
@@ -292,36 +290,50 @@ class MEID(VideoModel):
 
     # -- the model -----------------------------------------------------------------------------------------------
 
-    def forward(self, features: Tensor, balanced_features: Tensor | None = None) -> ModelOutput:
+    def forward(self, features: Tensor, balanced_features: Tensor | None = None, labels: Tensor | None = None,
+                balanced_labels: Tensor | None = None) -> ModelOutput:
         """features [B, T, D] -> ModelOutput.
 
         Without ``balanced_features`` (inference): ``logits`` are the fused experts' logits on ``features``.
         With them (a training step): ``logits`` are expert 1's on ``features`` (the instance batch) and
         ``extras["balanced_logits"]`` expert 2's on ``balanced_features`` (the class-balanced batch).
-        ``aux_loss`` is the weighted distillation loss in training mode, zero in eval mode.
+        ``labels`` / ``balanced_labels`` (targets [B, C] or per-frame labels [B, T, C] of the two batches) route
+        the distillation; ``aux_loss`` is the weighted distillation loss in training mode, zero in eval mode, and
+        ``extras["distill_distance"]`` its unweighted, detached value.
         """
-        frames = self.embedding(features)
+        hidden = self.embedding.activations(features)
+        frames = self.embedding.dropout(hidden)
         weights = self.attention.weights(frames)
-        expert1_logits, distill = self._expert1(frames, weights)
+        expert1_logits = self._expert1(frames, weights)
         extras: dict[str, Tensor] = {"attention": weights, "expert1_logits": expert1_logits}
-        if not self.config.expert2:
-            return ModelOutput(expert1_logits, distill, extras)
-        if balanced_features is not None:
-            # Expert 2 inherits expert 1's attention module. Selection is discrete (top-k indices), so no gradient
-            # could flow through it: the balanced batch is embedded (without dropout) and scored under no_grad, and
-            # only the selected frames are embedded again with gradient. The embedding is per frame, so this equals
-            # selecting from a full embedding, at half the backward cost (perf/bench_train_step.py).
+        aux = expert1_logits.new_zeros((), dtype=torch.float32)
+        train_expert2 = self.config.expert2 and balanced_features is not None
+        if train_expert2:
+            # Shared work once: the balanced batch's embedding before dropout (with gradient) feeds expert 1's
+            # attention (under no_grad: selection is discrete, so expert 2 never trains expert 1's attention),
+            # expert 2's selected frames and the distillation's student frames. Dropout is applied to the rows
+            # used, so the values equal embedding each subset on its own (tests/test_models.py checks this).
+            balanced = self.embedding.activations(balanced_features)
             with torch.no_grad():
-                balanced_weights = self.attention.weights(self.embedding(balanced_features, dropout=False))
-            balanced_logits, indices = self._expert2_on_features(balanced_features, balanced_weights)
-            extras.update(
-                balanced_logits=balanced_logits, balanced_attention=balanced_weights, balanced_selected_frames=indices
-            )
-            return ModelOutput(expert1_logits, distill, extras)
+                balanced_weights = self.attention.weights(balanced)
+            indices = self.select_frames(balanced_weights)
+            selected = self.embedding.dropout(balanced.gather(1, indices.unsqueeze(-1).expand(-1, -1,
+                                                                                               balanced.shape[-1])))
+            extras.update(balanced_logits=self._expert2_head(selected, balanced_weights, indices),
+                          balanced_attention=balanced_weights, balanced_selected_frames=indices)
+        if self.training and self.config.distill and self.config.distill_weight > 0:
+            if train_expert2:
+                student_frames, student_labels = balanced, balanced_labels
+            else:
+                # Without expert 2 there is no balanced stream: the student frames come from the instance batch.
+                student_frames, student_labels = hidden, labels
+            aux, extras["distill_distance"] = self._distillation(frames, labels, student_frames, student_labels)
+        if train_expert2 or not self.config.expert2:
+            return ModelOutput(expert1_logits, aux, extras)
         expert2_logits, indices = self._expert2(frames, weights.detach())
         extras.update(expert2_logits=expert2_logits, selected_frames=indices)
         fused = fuse_logits(expert1_logits, expert2_logits, self.config.fusion, self.config.fusion_weight)
-        return ModelOutput(fused, distill, extras)
+        return ModelOutput(fused, aux, extras)
 
     def losses_from_output(
         self, output: ModelOutput, batches: Mapping[str, Batch], criterion: nn.Module
