@@ -115,3 +115,29 @@ def write_synthetic_charades_ego(folder: Path, num_classes: int = 24, train_scri
         leftover.unlink()
     staging.rmdir()
     return Path(folder)
+
+
+# Generic English verbs and objects for the synthetic class mapping (nothing from Charades' files): the first four
+# verbs form two opposite pairs, as simulator v2 expects of a Charades verb list.
+_SYNTHETIC_VERBS = ("open", "close", "take", "put", "hold", "watch", "eat", "sit")
+_SYNTHETIC_OBJECTS = ("None", "door", "cup", "book", "box", "chair")
+
+
+def write_synthetic_charades_mapping(folder: Path, num_classes: int = 24) -> Path:
+    """Write ``Charades_v1_mapping.txt``, ``Charades_v1_verbclasses.txt`` and ``Charades_v1_objectclasses.txt``
+    (the Charades formats) for classes ``c000``.. into ``folder``: consecutive classes 4k..4k+3 are (object k, open),
+    (object k, close), (object k, take), (object k, put) until objects run out, then other verbs."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "Charades_v1_verbclasses.txt").write_text(
+        "".join(f"v{i:03d} {name}\n" for i, name in enumerate(_SYNTHETIC_VERBS)))
+    (folder / "Charades_v1_objectclasses.txt").write_text(
+        "".join(f"o{i:03d} {name}\n" for i, name in enumerate(_SYNTHETIC_OBJECTS)))
+    lines = []
+    for k in range(num_classes):
+        obj, verb = 1 + (k // 4) % (len(_SYNTHETIC_OBJECTS) - 1), k % 4
+        if k >= 4 * (len(_SYNTHETIC_OBJECTS) - 1):
+            obj, verb = k % len(_SYNTHETIC_OBJECTS), 4 + k % (len(_SYNTHETIC_VERBS) - 4)
+        lines.append(f"c{k:03d} o{obj:03d} v{verb:03d}\n")
+    (folder / "Charades_v1_mapping.txt").write_text("".join(lines))
+    return folder

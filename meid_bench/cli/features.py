@@ -79,6 +79,11 @@ def pack(split_dir: Path, source: Path, fmt: str, out: Path, dtype: str, workers
 @click.option("--split", "split_dir", required=True, type=click.Path(path_type=Path), help="Split folder.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Feature store to write [default: SPLIT/features.h5, what `meid-bench train` loads].")
+@click.option("--version", "version", type=click.IntRange(1, 2), default=1, show_default=True,
+              help="Simulator version: 1, or 2 (composed classes, temporal order, mirrored verbs; docs/features.md).")
+@click.option("--annotations", type=click.Path(path_type=Path), default=None,
+              help="Charades annotation folder with the class mapping, verb and object files (v2 on "
+                   "CharadesLT / CharadesEgoLT).")
 @click.option("--dim", type=int, default=256, show_default=True, help="Feature dimension.")
 @click.option("--fps", type=float, default=4.0, show_default=True, help="Simulated frames per second.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same bytes).")
@@ -94,17 +99,26 @@ def pack(split_dir: Path, source: Path, fmt: str, out: Path, dtype: str, workers
               help="Norm of the background prototype on frames without an action.")
 @click.option("--default-duration", type=float, default=30.0, show_default=True,
               help="Seconds simulated for videos without a duration (VideoLT).")
+@click.option("--temporal-scale", type=float, default=1.5, show_default=True,
+              help="v2: amplitude of a class's course along its verb's direction over a segment.")
+@click.option("--noise-time-constant", type=float, default=2.0, show_default=True,
+              help="v2: seconds over which the frame noise stays correlated (AR(1)); 0 for independent noise.")
+@click.option("--difficulty-spread", type=float, default=0.4, show_default=True,
+              help="v2: spread of the per-class variation scale, drawn per class independently of its frequency.")
 @click.option("--dtype", type=_DTYPES, default="float16", show_default=True, help="Stored precision.")
 @click.option("--frame-labels", is_flag=True, help="Also store per-frame labels (the simulated ground truth).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
-def synth(split_dir: Path, out: Path | None, dim: int, fps: float, seed: int, noise: float, prototype_scale: float,
-          instance_scale: float, class_overlap: float, context_scale: float, background_scale: float,
-          default_duration: float, dtype: str, frame_labels: bool, force: bool) -> None:
+def synth(split_dir: Path, out: Path | None, version: int, annotations: Path | None, dim: int, fps: float, seed: int,
+          noise: float, prototype_scale: float, instance_scale: float, class_overlap: float, context_scale: float,
+          background_scale: float, default_duration: float, temporal_scale: float, noise_time_constant: float,
+          difficulty_spread: float, dtype: str, frame_labels: bool, force: bool) -> None:
     """Simulate proxy frame features from the split's temporal annotations (NOT real features; docs/features.md).
 
     \b
     Examples:
       meid-bench features synth --split splits/charadeslt
+      meid-bench features synth --split splits/charadeslt --version 2 --annotations data/charades \\
+          --frame-labels --out splits/charadeslt/features-v2.h5
       meid-bench features synth --split splits/charadeslt --dim 128 --noise 3.0 --out /tmp/harder.h5
     """
     from meid_bench.build.features import default_feature_path
@@ -113,15 +127,19 @@ def synth(split_dir: Path, out: Path | None, dim: int, fps: float, seed: int, no
     from meid_bench.build.split_io import load_split
 
     split = load_split(split_dir)
-    config = SynthConfig(dim=dim, fps=fps, seed=seed, noise=noise, prototype_scale=prototype_scale,
+    config = SynthConfig(version=version, dim=dim, fps=fps, seed=seed, noise=noise, prototype_scale=prototype_scale,
                          instance_scale=instance_scale, class_overlap=class_overlap, context_scale=context_scale,
-                         background_scale=background_scale, default_duration=default_duration, dtype=dtype)
+                         background_scale=background_scale, default_duration=default_duration, dtype=dtype,
+                         temporal_scale=temporal_scale, noise_time_constant=noise_time_constant,
+                         difficulty_spread=difficulty_spread)
     config.validate()
     out = default_feature_path(split_dir) if out is None else out
     _refuse_existing(out, force)
     with _progress("simulating", len(split_video_table(split))) as bar:
-        path = synthesize_features(split, out, config, frame_labels=frame_labels, force=force, progress=bar.update)
-    click.echo(f"wrote {path}: SIMULATED features, dimension {dim}, {fps:g} frames per second, seed {seed}")
+        path = synthesize_features(split, out, config, frame_labels=frame_labels, force=force,
+                                   annotations=annotations, progress=bar.update)
+    click.echo(f"wrote {path}: SIMULATED features (simulator v{version}), dimension {dim}, {fps:g} frames per "
+               f"second, seed {seed}")
 
 
 @features.command()

@@ -1,5 +1,9 @@
 """The proxy-feature simulator: SIMULATED frame features driven by a split's real temporal annotations.
 
+Two versions (``SynthConfig.version``, recorded in the store): v1, described here, and v2
+(:mod:`meid_bench.build.features.synth_v2`: composed classes, temporal signatures mirrored for opposite verbs,
+correlated noise, count-invariant frame norms, per-class difficulty). v1 stays byte-for-byte reproducible.
+
 No video is looked at. Each video becomes ``round(duration * fps)`` frames; frame ``t`` (centre time
 ``(t + 0.5) / fps``) is the sum of
 
@@ -37,10 +41,17 @@ GENERATOR = "meid-bench synth (SIMULATED proxy features, not extracted from vide
 _CONTEXT_COLUMNS = ("scene", "subject")
 
 
+V1_KNOBS = ("dim", "fps", "seed", "noise", "prototype_scale", "instance_scale", "class_overlap", "context_scale",
+            "background_scale", "default_duration", "dtype")  # a v1 store records exactly these (its bytes stay v1's)
+VERSIONS = (1, 2)
+CHARADES_BENCHMARKS = ("charadeslt", "charadesegolt")  # v2 composes their classes from the Charades mapping
+
+
 @dataclass(frozen=True)
 class SynthConfig:
-    """The simulator's knobs (see the module docstring and docs/features.md)."""
+    """The simulator's knobs (see the module docstring and docs/features.md). The last three are v2's."""
 
+    version: int = 1
     dim: int = 256
     fps: float = 4.0
     seed: int = 0
@@ -52,9 +63,20 @@ class SynthConfig:
     background_scale: float = 1.0
     default_duration: float = 30.0
     dtype: str = "float16"
+    temporal_scale: float = 1.5  # v2: amplitude of a class's course along its verb's direction over a segment
+    noise_time_constant: float = 2.0  # v2: seconds; AR(1) correlation exp(-1 / (fps * this)) between frames
+    difficulty_spread: float = 0.4  # v2: per-class variation scale exp(spread * z), z ~ N(0, 1) per class key
+
+    def params(self) -> dict[str, Any]:
+        """The knobs a store records: v1's exactly as v1 recorded them; v2 adds ``version`` and its own."""
+        if self.version == 1:
+            return {name: getattr(self, name) for name in V1_KNOBS}
+        return asdict(self)
 
     def validate(self) -> None:
         _store_dtype(self.dtype)
+        if self.version not in VERSIONS:
+            raise MeidBenchError(f"--version {self.version}: choose one of {', '.join(map(str, VERSIONS))}")
         if self.dim < 2:
             raise MeidBenchError(f"--dim {self.dim}: needs at least 2 dimensions")
         if not (self.fps > 0 and math.isfinite(self.fps)):
@@ -63,7 +85,8 @@ class SynthConfig:
             raise MeidBenchError(f"--class-overlap {self.class_overlap}: must lie in [0, 1)")
         if not (self.default_duration > 0 and math.isfinite(self.default_duration)):
             raise MeidBenchError(f"--default-duration {self.default_duration}: must be positive seconds")
-        for name in ("noise", "prototype_scale", "instance_scale", "context_scale", "background_scale"):
+        for name in ("noise", "prototype_scale", "instance_scale", "context_scale", "background_scale",
+                     "temporal_scale", "noise_time_constant", "difficulty_spread"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise MeidBenchError(f"--{name.replace('_', '-')} {value}: must be a finite number >= 0")
@@ -141,29 +164,69 @@ def synthesize_video(config: SynthConfig, video: Any, prototypes: np.ndarray, ba
 
 
 def synthesize_features(split: Any, out: str | os.PathLike, config: SynthConfig = SynthConfig(), *,
-                        frame_labels: bool = False, force: bool = False,
+                        frame_labels: bool = False, force: bool = False, annotations: str | os.PathLike | None = None,
                         progress: Callable[[int], None] | None = None) -> Path:
-    """Write a simulated feature store for every video of ``split`` (train, val, test order). Returns the path."""
+    """Write a simulated feature store for every video of ``split`` (train, val, test order). Returns the path.
+
+    ``annotations``: the folder with the Charades class mapping, for v2 on CharadesLT / CharadesEgoLT (required
+    there); v1 ignores it.
+    """
     config.validate()
     videos = split_video_table(split)
     context_columns = [c for c in _CONTEXT_COLUMNS if c in videos.columns]
     durations = videos["duration"].to_numpy(dtype=np.float64)
     durations = np.where(np.isfinite(durations) & (durations > 0), durations, config.default_duration)
     total = sum(num_frames_for(d, config.fps) for d in durations)
-    prototypes = class_prototypes(config, split.num_classes)
     background = background_prototype(config)
-    params = dict(asdict(config), context_columns=context_columns)
+    params = dict(config.params(), context_columns=context_columns)
+    if config.version == 1:
+        prototypes = class_prototypes(config, split.num_classes)
+
+        def make(row: dict) -> tuple[np.ndarray, np.ndarray]:
+            return synthesize_video(config, row, prototypes, background, context_columns)
+    else:
+        make, extra = _v2_generator(config, split, background, context_columns, annotations)
+        params.update(extra)
     with FeatureStoreWriter(out, config.dim, config.dtype, total_frames=total, split_checksum=split.checksum,
                             benchmark=str(split.manifest.get("benchmark", "")), fps=config.fps, generator=GENERATOR,
                             simulated=True, num_classes=split.num_classes if frame_labels else None, params=params,
                             force=force) as writer:
         for video in videos.itertuples(index=False):
             row = video._asdict()
-            frames, active = synthesize_video(config, row, prototypes, background, context_columns)
+            frames, active = make(row)
             writer.add(str(row["video_id"]), frames, pack_frame_labels(active) if frame_labels else None)
             if progress is not None:
                 progress(1)
     return Path(out)
+
+
+def _v2_generator(config: SynthConfig, split: Any, background: np.ndarray, context_columns: list[str],
+                  annotations: str | os.PathLike | None) -> tuple[Callable[[dict], tuple[np.ndarray, np.ndarray]],
+                                                                 dict[str, Any]]:
+    from meid_bench.build.features import synth_v2
+
+    benchmark = str(split.manifest.get("benchmark", ""))
+    class_keys = [str(key) for key in split.classes["class_key"]]
+    structure = None
+    if annotations is not None:
+        structure = synth_v2.read_class_structure(annotations, class_keys)
+    elif benchmark in CHARADES_BENCHMARKS:
+        raise MeidBenchError(f"simulator v2 on {benchmark} composes classes from the Charades class mapping: pass "
+                             f"--annotations DIR, the folder with {synth_v2.MAPPING_FILE}, {synth_v2.VERB_FILE} and "
+                             f"{synth_v2.OBJECT_FILE}")
+    model = synth_v2.build_class_model(config, class_keys, structure, lambda stream, key: _rng(config.seed, stream,
+                                                                                               key))
+    unit_background = background / max(np.linalg.norm(background), 1e-12)
+
+    def make(row: dict) -> tuple[np.ndarray, np.ndarray]:
+        rng = _rng(config.seed, 25, f"video:{row['video_id']}")
+        return synth_v2.synthesize_video_v2(config, row, model, unit_background,
+                                            _context(config, row, context_columns), rng)
+
+    extra = {"class_model": "charades-mapping" if structure is not None else "v1-prototypes",
+             "annotation_checksums": structure.checksums if structure is not None else {},
+             "mirrored_pairs": [list(pair) for pair in model.mirrored_pairs]}
+    return make, extra
 
 
 def class_frame_counts(store: Any, video_ids: Any) -> np.ndarray:
