@@ -14,14 +14,14 @@ import yaml
 
 from meid_bench.errors import MeidBenchError
 from meid_bench.models import compute_training_losses
-from meid_bench.train.config import Recipe, list_recipes, load_recipe, recipes_dir
+from meid_bench.train.config import Recipe, apply_overrides, list_recipes, load_recipe, recipes_dir
 
 D, C, T, B = 8, 5, 6, 4
 GROUPS = np.array(["head", "head", "medium", "tail", "tail"])
 COUNTS = np.array([500, 300, 120, 40, 5])
 EXPECTED = {
     "meid", "meid_no_distill", "meid_no_expert2", "meid_random_frames", "meid_no_motion", "late_avg", "attention",
-    "cbs", "srs", "mixup", "framestack", "focal", "cb", "ldam_drw", "eql",
+    "cbs", "srs", "mixup", "framestack", "focal", "cb", "ldam_drw", "eql", "eql_videolt", "attention_cm",
 }
 
 
@@ -54,7 +54,7 @@ def test_every_recipe_builds_and_trains_one_tiny_step(name):
     tiny = dataclasses.replace(recipe.model, params=tiny_params)
     torch.manual_seed(0)
     model = tiny.create(D, C, GROUPS)
-    criterion = recipe.loss.create(COUNTS)
+    criterion = recipe.resolved().loss.create(COUNTS, num_videos=int(COUNTS.max()) * 4)
     mix = recipe.batch_mix.create(C, seed=0)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.optim.lr)
     batches = {"instance": batch(1), "balanced": batch(2)}
@@ -75,6 +75,10 @@ def test_every_recipe_builds_and_trains_one_tiny_step(name):
     assert model(batch(3)["features"]).logits.shape == (B, C)
 
 
+def meid_balanced_sampler():
+    return load_recipe("meid").balanced_sampler
+
+
 def test_reference_defaults():
     base = load_recipe("late_avg")
     assert base.model.name == "late_avg" and base.model.hidden is None and base.model.dropout == 0.5
@@ -88,12 +92,19 @@ def test_reference_defaults():
     assert base.loss.name == "bce" and base.sampler.name == "instance" and base.batch_mix.name == "none"
     assert load_recipe("cb").loss.options.beta == 0.9999
     ldam = load_recipe("ldam_drw").loss.options
-    assert (ldam.max_margin, ldam.scale, ldam.drw_epoch) == (0.5, 30.0, 50)
-    eql = load_recipe("eql").loss.options
+    assert (ldam.max_margin, ldam.scale, ldam.drw_epoch) == (0.5, 30.0, None)
+    # Deferred re-weighting starts at the first lr decay of whatever schedule the recipe is trained with.
+    assert load_recipe("ldam_drw").resolved().loss.options.drw_epoch == 30
+    on_charades = load_recipe("ldam_drw").for_benchmark("charadeslt").resolved()
+    assert on_charades.loss.options.drw_epoch == on_charades.optim.milestones[0]
+    eql = load_recipe("eql_videolt").loss.options
     assert (eql.drop_prob, eql.tail_threshold) == (1.76e-3, 100)
+    assert load_recipe("eql").loss.name == "eql"
     framestack = load_recipe("framestack")
     assert framestack.loss.name == "focal" and framestack.loss.options.gamma == 1.0
-    assert framestack.batch_mix.options.mix_fraction == 0.5
+    assert framestack.batch_mix.options.mix_fraction == 0.5 and framestack.batch_mix.options.video_ap == "positives"
+    control = load_recipe("attention_cm")
+    assert control.model.params.balanced_stream and control.balanced_sampler == meid_balanced_sampler()
     assert load_recipe("mixup").batch_mix.options.alpha == 1.0
     for name in ("cbs", "srs"):
         sampler = load_recipe(name).sampler
@@ -208,3 +219,47 @@ def test_unknown_recipe_names_and_missing_files(tmp_path):
 def test_from_dict_names_its_source():
     with pytest.raises(MeidBenchError, match=r"^checkpoint run-3: model.distill: expected true or false"):
         Recipe.from_dict({"name": "x", "model": {"name": "meid", "distill": 0}}, "checkpoint run-3")
+
+
+def test_schedules_per_benchmark_replace_the_reference_schedule_and_overrides_come_after(tmp_path):
+    path = write(tmp_path, "model: {name: late_avg}\nschedules:\n  charadeslt: {epochs: 20, lr: 3.0e-3, "
+                           "milestones: [15, 18]}\n")
+    recipe = load_recipe(path)
+    on_charades = recipe.for_benchmark("charadeslt")
+    assert (on_charades.epochs, on_charades.optim.lr, on_charades.optim.milestones) == (20, 3e-3, (15, 18))
+    assert on_charades.schedule_from == "charadeslt" and on_charades.schedules == {}
+    assert on_charades.optim.gamma == recipe.optim.gamma  # the rest of optim is the recipe's
+    on_videolt = recipe.for_benchmark("videolt")
+    assert (on_videolt.epochs, on_videolt.optim.lr, on_videolt.schedule_from) == (100, 1e-4, "recipe")
+    assert on_charades.for_benchmark("videolt") == on_charades  # resolved once, then fixed
+    # What run.json and checkpoints record round-trips, and --set applies on top of the benchmark's schedule.
+    assert Recipe.from_dict(json.loads(json.dumps(on_charades.to_dict())), "run.json") == on_charades
+    assert apply_overrides(on_charades, ["optim.lr=1e-2"]).optim.lr == 1e-2
+
+
+def test_every_shipped_recipe_has_a_charadeslt_schedule_and_videolt_keeps_the_reference():
+    for name in sorted(EXPECTED):
+        recipe = load_recipe(name)
+        assert "charadeslt" in recipe.schedules, name
+        assert recipe.for_benchmark("videolt").optim.lr == 1e-4 and recipe.for_benchmark("videolt").epochs == 100
+
+
+@pytest.mark.parametrize("text, message", [
+    ("schedules: {charadelst: {epochs: 2, lr: 0.1, milestones: [1]}}\n", r"schedules.charadelst: unknown benchmark"),
+    ("schedules: {charadeslt: {epochs: 2, lr: 0.1, milestones: [1], gamma: 0.5}}\n",
+     r"schedules.charadeslt.gamma: unknown key"),
+    ("schedules: {charadeslt: {epochs: 2, lr: 0.1}}\n", r"schedules.charadeslt.milestones: missing required key"),
+    ("schedules: {charadeslt: {epochs: 20, lr: 0.1, milestones: [10, 20]}}\n",
+     r"schedules.charadeslt.milestones: must be before the last epoch"),
+    ("schedules: {charadeslt: {epochs: 20, lr: -1, milestones: [10]}}\n", r"schedules.charadeslt.lr: must be > 0"),
+    ("schedules: [charadeslt]\n", r"schedules: expected a mapping"),
+])
+def test_bad_schedules_name_the_key(tmp_path, text, message):
+    with pytest.raises(MeidBenchError, match=message):
+        load_recipe(write(tmp_path, "model: {name: late_avg}\n" + text))
+
+
+def test_deferred_reweighting_without_milestones_is_an_error(tmp_path):
+    recipe = load_recipe(write(tmp_path, "model: {name: late_avg}\nloss: {name: ldam_drw}\noptim: {milestones: []}\n"))
+    with pytest.raises(MeidBenchError, match="drw_epoch: null means the first lr decay"):
+        recipe.resolved()

@@ -1,15 +1,18 @@
 """Typed training recipes: one YAML file per method under recipes/, loaded into frozen dataclasses.
 
-    recipe = load_recipe("meid")                 # recipes/meid.yaml, or a path to any YAML file
+    recipe = load_recipe("meid").for_benchmark(split.name).resolved()   # recipes/meid.yaml (or a YAML path),
+                                                                        # with the benchmark's schedule applied
     model = recipe.model.create(input_dim, num_classes, class_groups)
-    criterion = recipe.loss.create(class_counts)
+    criterion = recipe.loss.create(class_counts, num_videos)
     mix = recipe.batch_mix.create(num_classes, seed)   # None for batch_mix: none
     checkpoint["recipe"] = recipe.to_dict()      # Recipe.from_dict(...) restores it exactly
 
 Every key of a recipe is typed; unknown keys, wrong types and out-of-range values raise MeidBenchError naming the
 file and the key path (``recipes/x.yaml: model.cfs_ration: unknown key; known keys here: ...``). Model, loss and
 batch-mix sections hold ``name`` plus that component's own options, validated by its options dataclass.
-docs/models.md lists every key, type and default.
+A recipe's top-level ``optim`` and ``epochs`` are its reference schedule; ``schedules`` holds per-benchmark
+schedules (epochs, lr, milestones) that :meth:`Recipe.for_benchmark` applies. docs/models.md lists every key, type
+and default.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,8 +75,8 @@ class LossConfig:
     name: str = "bce"
     options: Any = field(default_factory=BCEOptions)
 
-    def create(self, class_counts: np.ndarray) -> MultiLabelLoss:
-        return create_criterion(self, class_counts)
+    def create(self, class_counts: np.ndarray, num_videos: int | None = None) -> MultiLabelLoss:
+        return create_criterion(self, class_counts, num_videos)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **options_to_dict(self.options)}
@@ -152,6 +155,44 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    """One benchmark's schedule: ``epochs``, Adam's ``lr`` and the ``milestones`` (epochs where lr *= optim.gamma).
+    Replaces the recipe's ``epochs``, ``optim.lr`` and ``optim.milestones`` on that benchmark."""
+
+    epochs: int
+    lr: float
+    milestones: tuple[int, ...]
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if self.epochs < 1:
+            found.append(("epochs", f"must be >= 1, got {self.epochs}"))
+        if self.lr <= 0:
+            found.append(("lr", f"must be > 0, got {self.lr}"))
+        if list(self.milestones) != sorted(set(self.milestones)) or any(m < 1 for m in self.milestones):
+            found.append(("milestones", f"must be strictly increasing positive epochs, got {list(self.milestones)}"))
+        elif any(m >= self.epochs for m in self.milestones):
+            found.append(("milestones", f"must be before the last epoch ({self.epochs}), got {list(self.milestones)}"))
+        return found
+
+
+def _parse_schedules(data: Any, where: str) -> dict[str, ScheduleConfig]:
+    from meid_bench.build.protocol import BENCHMARKS  # build-side constant; imported when a recipe is parsed
+
+    if not isinstance(data, Mapping):
+        raise MeidBenchError(f"{where}: schedules: expected a mapping of benchmark name -> schedule, got {data!r}")
+    out = {}
+    for benchmark, schedule in data.items():
+        if benchmark not in BENCHMARKS:
+            raise MeidBenchError(f"{where}: schedules.{benchmark}: unknown benchmark; known: {', '.join(BENCHMARKS)}")
+        out[str(benchmark)] = parse_options(ScheduleConfig, schedule, where, f"schedules.{benchmark}")
+    return out
+
+
+SCHEDULE_FROM_RECIPE = "recipe"  # schedule_from when the top-level optim/epochs were used
+
+
+@dataclass(frozen=True)
 class _Scalars:
     """The recipe's top-level scalar keys (parsed and checked together)."""
 
@@ -159,6 +200,7 @@ class _Scalars:
     epochs: int = 100
     batch_size: int = 128
     eval_every: int = 1
+    schedule_from: str = ""
 
     def problems(self) -> list[tuple[str, str]]:
         return [(name, f"must be >= 1, got {getattr(self, name)}") for name in ("epochs", "batch_size", "eval_every")
@@ -168,7 +210,9 @@ class _Scalars:
 @dataclass(frozen=True)
 class Recipe:
     """A complete, typed training recipe. ``balanced_sampler`` feeds the balanced stream of models that declare it
-    (MEID with expert 2); others ignore it."""
+    (MEID with expert 2, the compute-matched attention model); others ignore it. ``schedules`` maps a benchmark to
+    its schedule; ``schedule_from`` is set by :meth:`for_benchmark` to the schedule it applied (a benchmark name,
+    or ``"recipe"`` for the top-level ``optim``/``epochs``), empty in an unresolved recipe."""
 
     name: str
     model: ModelConfig
@@ -182,6 +226,32 @@ class Recipe:
     epochs: int = 100
     batch_size: int = 128
     eval_every: int = 1
+    schedules: Mapping[str, ScheduleConfig] = field(default_factory=dict)
+    schedule_from: str = ""
+
+    def for_benchmark(self, benchmark: str) -> "Recipe":
+        """The recipe as trained on ``benchmark``: its schedule (if ``schedules`` has one) in ``epochs``,
+        ``optim.lr`` and ``optim.milestones``, ``schedules`` emptied and ``schedule_from`` recording the source.
+        The loop applies overrides (``--set``, ``--epochs``) after this, then :meth:`resolved`."""
+        if self.schedule_from:
+            return self
+        schedule = self.schedules.get(benchmark)
+        recipe = self
+        if schedule is not None:
+            recipe = replace(recipe, epochs=schedule.epochs,
+                             optim=replace(recipe.optim, lr=schedule.lr, milestones=schedule.milestones))
+        return replace(recipe, schedules={}, schedule_from=benchmark if schedule is not None else SCHEDULE_FROM_RECIPE)
+
+    def resolved(self) -> "Recipe":
+        """Values defined by other keys filled in: LDAM's ``drw_epoch: null`` becomes the first lr decay."""
+        options = self.loss.options
+        if getattr(options, "drw_epoch", 0) is not None:
+            return self
+        if not self.optim.milestones:
+            raise MeidBenchError(f"recipe {self.name}: loss.drw_epoch: null means the first lr decay, but "
+                                 "optim.milestones is empty; give drw_epoch an epoch")
+        first = self.optim.milestones[0]
+        return replace(self, loss=replace(self.loss, options=replace(options, drw_epoch=first)))
 
     def to_dict(self) -> dict[str, Any]:
         """Every key with its resolved value (plain types): what run.json and checkpoints record."""
@@ -198,6 +268,8 @@ class Recipe:
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "eval_every": self.eval_every,
+            "schedules": {name: options_to_dict(schedule) for name, schedule in self.schedules.items()},
+            "schedule_from": self.schedule_from,
         }
 
     @classmethod
@@ -219,9 +291,8 @@ class Recipe:
         if "model" not in data:
             raise MeidBenchError(f"{where}: model: missing required key (a mapping with at least `name`)")
         model_name, model_options = _named_section(data, "model", None, list_models(), where)
-        scalars = parse_options(
-            _Scalars, {k: data[k] for k in ("description", "epochs", "batch_size", "eval_every") if k in data}, where
-        )
+        scalar_keys = ("description", "epochs", "batch_size", "eval_every", "schedule_from")
+        scalars = parse_options(_Scalars, {k: data[k] for k in scalar_keys if k in data}, where)
         loss_name, loss_options = _named_section(data, "loss", "bce", list_losses(), where)
         mix_name, mix_options = _named_section(data, "batch_mix", "none", list_batch_mixes(), where)
         return cls(
@@ -239,6 +310,8 @@ class Recipe:
             epochs=scalars.epochs,
             batch_size=scalars.batch_size,
             eval_every=scalars.eval_every,
+            schedules=_parse_schedules(data.get("schedules", {}), where),
+            schedule_from=scalars.schedule_from,
         )
 
 
