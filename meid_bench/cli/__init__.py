@@ -57,3 +57,7 @@ from meid_bench.cli import train as _train  # noqa: E402
 
 main.add_command(_train.train)
 main.add_command(_train.sweep)
+
+from meid_bench.cli import diagnose as _diagnose  # noqa: E402
+
+main.add_command(_diagnose.diagnose)

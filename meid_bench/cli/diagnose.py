@@ -1,0 +1,44 @@
+"""`meid-bench diagnose`: mirrored-pair AP, complementary-frame-selection retention, attention against activity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--annotations", type=click.Path(path_type=Path), default=None,
+              help="Charades annotation folder with the class mapping and verb files, for the mirrored pairs "
+                   "[default: the pairs a simulator-v2 store records].")
+@click.option("--subset", type=click.Choice(["train", "val", "test"]), default="train", show_default=True,
+              help="Videos on which frame selection and attention are examined.")
+@click.option("--max-videos", type=click.IntRange(1), default=2000, show_default=True,
+              help="At most this many videos of --subset for the frame diagnostics.")
+@click.option("--no-frames", is_flag=True, help="Only the mirrored-pair AP (no checkpoint is loaded).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Also write every figure to this JSON file.")
+def diagnose(run_dirs: tuple[Path, ...], annotations: Path | None, subset: str, max_videos: int, no_frames: bool,
+             json_out: Path | None) -> None:
+    """Diagnose trained runs beyond mAP (docs/results.md explains each figure).
+
+    \b
+    pair AP: among test videos with exactly one class of a mirrored pair (same object, opposite verbs), the AP
+      of the score difference between the pair's classes; chance = share of positives.
+    CFS keeps: share of tail-class / head-class / background frames that MEID's complementary frame selection
+      keeps, against its ratio (what a random selection keeps).
+    attention x T: attention weight times frames (1 = uniform) by number of active classes on the frame; rho:
+      median per-video Spearman correlation of attention with frame norm.
+
+    \b
+    Examples:
+      meid-bench diagnose runs/charadeslt-meid-seed0 runs/charadeslt-attention-seed0
+      meid-bench diagnose runs/charadeslt-meid-seed0 --annotations data/charades --json meid-diagnosis.json
+    """
+    from meid_bench.diagnose import diagnose_run, format_table, write_json
+
+    results = [diagnose_run(run, annotations, subset, max_videos, frames=not no_frames) for run in run_dirs]
+    click.echo(format_table(results))
+    if json_out is not None:
+        click.echo(f"wrote {write_json(json_out, results)}")
