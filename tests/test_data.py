@@ -150,6 +150,17 @@ def test_gpu_resident_matches_dataset(split, store_path):
     assert all(torch.equal(x["features"], y["features"]) for x, y in zip(batches, again))
 
 
+def test_gpu_resident_batches_carry_the_drawn_frames_labels(split, store_path):
+    data = VideoFeatureDataset(split, store_path, "train", num_frames=5, train=False, frame_labels=True)
+    resident = GpuResidentFeatures(data, "cpu")
+    batch = resident.batch([3, 1])
+    assert batch["frame_labels"].shape == (2, 5, split.num_classes) and batch["frame_labels"].dtype == torch.float32
+    for row, index in enumerate([3, 1]):
+        assert torch.equal(batch["frame_labels"][row], data[index]["frame_labels"])
+    assert "frame_labels" not in GpuResidentFeatures(VideoFeatureDataset(split, store_path, "train", 5, train=False),
+                                                     "cpu").batch([0])
+
+
 def test_make_loader_end_to_end(split, store_path):
     data = VideoFeatureDataset(split, store_path, "train", num_frames=10, train=True, seed=0, label_mask=True)
     loader = make_loader(data, "srs", batch_size=4, workers=0, seed=0)

@@ -19,7 +19,7 @@ from meid_bench.build.split_io import load_split
 from meid_bench.build.synthetic import write_synthetic_charades
 from meid_bench.cli import main
 from meid_bench.data.samplers import ClassBalancedSampler, InstanceSampler
-from meid_bench.train.config import list_recipes
+from meid_bench.train.config import list_recipes, load_recipe
 from meid_bench.train.loop import TrainOptions, Trainer, train
 
 TINY = ("batch_size=16", "data.train_frames=4", "data.eval_frames=6", "optim.lr=3e-3", "model.dropout=0.1")
@@ -201,3 +201,37 @@ def test_train_frame_sampling_reaches_the_streams(tiny_split, tmp_path, sampling
                               "overrides": options.overrides + (f"data.train_frame_sampling={sampling}",)})
     stream = Trainer(options).streams["instance"]
     assert stream.dataset.train is random_draws and stream.dataset.num_frames == 4
+
+
+def test_run_json_records_the_benchmark_schedule_and_meid_logs_its_distillation(tiny_split, tmp_path):
+    run = train(TrainOptions(split=tiny_split, recipe="meid", out=tmp_path / "m", epochs=2, device="cpu",
+                             overrides=TINY + ("model.hidden=8",)), echo=lambda _: None)
+    recipe = json.loads((run / "run.json").read_text())["recipe"]
+    # The charadeslt schedule was applied, then the overrides (--epochs, optim.lr) on top of it.
+    assert recipe["schedule_from"] == "charadeslt" and recipe["schedules"] == {}
+    assert recipe["epochs"] == 2 and recipe["optim"]["lr"] == 3e-3
+    assert recipe["optim"]["milestones"] == list(load_recipe("meid").schedules["charadeslt"].milestones)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    for record in log:  # the weighted loss and the raw distance, every epoch
+        assert record["loss_distill"] == pytest.approx(0.1 * record["distill_distance"], rel=1e-4)
+        assert record["distill_distance"] > 0
+
+
+def test_frame_labels_reach_meid_only_and_only_from_stores_that_have_them(tiny_split, tmp_path):
+    labelled = tmp_path / "labelled.h5"
+    synthesize_features(load_split(tiny_split), labelled, SynthConfig(dim=16, fps=1.0), frame_labels=True)
+    meid = Trainer(TrainOptions(**{**tiny_options(tiny_split, tmp_path / "m", "meid").__dict__, "features": labelled}))
+    batch = next(iter(meid.streams["balanced"].epoch(0)))
+    assert batch["frame_labels"].shape[:2] == batch["features"].shape[:2]
+    late = Trainer(TrainOptions(**{**tiny_options(tiny_split, tmp_path / "l").__dict__, "features": labelled}))
+    assert "frame_labels" not in next(iter(late.streams["instance"].epoch(0)))
+    plain = Trainer(tiny_options(tiny_split, tmp_path / "p", "meid"))
+    assert "frame_labels" not in next(iter(plain.streams["instance"].epoch(0)))
+
+
+def test_predictions_are_float32(tiny_split, tmp_path):
+    import pyarrow.parquet as pq
+
+    run = train(tiny_options(tiny_split, tmp_path / "r", "attention"), echo=lambda _: None)
+    schema = pq.read_schema(run / "predictions" / "test.parquet")
+    assert {str(schema.field(name).type) for name in schema.names if name != "video_id"} == {"float"}

@@ -20,6 +20,7 @@ import torch
 import torch.utils.data
 
 from meid_bench.errors import MeidBenchError
+from meid_bench.build.features.frames import pack_frame_labels
 from meid_bench.build.features.store import FeatureStore
 from meid_bench.data.samplers import SAMPLERS, label_mask
 
@@ -175,9 +176,10 @@ class GpuResidentFeatures:
     """All frames of a subset as one device tensor plus offsets; whole batches are sampled on the device.
 
     For benchmarks small enough to sit in accelerator memory: no DataLoader, no workers. Built from a
-    :class:`VideoFeatureDataset` (its videos, targets, ``num_frames``, ``train`` and seed), or from a
-    :class:`FeatureStore` with ``video_ids`` and ``num_frames`` (no targets). Frames keep the store's dtype on the
-    device and are returned as float32, in the same dict form as the dataset's batches.
+    :class:`VideoFeatureDataset` (its videos, targets, ``num_frames``, ``train``, seed and ``frame_labels``), or from
+    a :class:`FeatureStore` with ``video_ids`` and ``num_frames`` (no targets). Frames keep the store's dtype on the
+    device and are returned as float32, in the same dict form as the dataset's batches; per-frame labels stay
+    bit-packed on the device and are unpacked per batch.
     """
 
     def __init__(self, source: VideoFeatureDataset | FeatureStore, device: str | torch.device = "cpu", *,
@@ -207,6 +209,12 @@ class GpuResidentFeatures:
         self.offsets = torch.from_numpy(offsets).to(self.device)
         self.lengths = torch.from_numpy(lengths.astype(np.int64)).to(self.device)
         self.targets = None if targets is None else torch.from_numpy(np.asarray(targets, np.float32)).to(self.device)
+        self.frame_labels: torch.Tensor | None = None
+        self.num_classes = store.num_classes
+        if isinstance(source, VideoFeatureDataset) and source.frame_labels:
+            packed = np.concatenate([pack_frame_labels(store.read_frame_labels_at(int(position)))
+                                     for position in positions])
+            self.frame_labels = torch.from_numpy(packed).to(self.device)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -235,6 +243,10 @@ class GpuResidentFeatures:
             frame = torch.floor(steps * lengths.double() / self.num_frames).long()
         rows = self.offsets[index].unsqueeze(1) + frame
         out = {"features": self.frames[rows].float(), "index": index}
+        if self.frame_labels is not None:
+            bits = torch.arange(8, device=self.device, dtype=torch.uint8)
+            unpacked = (self.frame_labels[rows].unsqueeze(-1) >> bits) & 1  # little bit order, as stored
+            out["frame_labels"] = unpacked.flatten(-2)[..., :self.num_classes].float()
         if self.targets is not None:
             out["target"] = self.targets[index]
             if sampled_classes is not None:

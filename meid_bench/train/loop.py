@@ -29,7 +29,7 @@ from meid_bench.errors import MeidBenchError
 from meid_bench.evaluator import Evaluator, write_predictions
 from meid_bench.fileio import write_json_atomic
 from meid_bench.metrics import average_precision
-from meid_bench.models import STREAM_BALANCED, STREAM_INSTANCE, compute_training_losses, unwrap_model
+from meid_bench.models import STREAM_BALANCED, STREAM_INSTANCE, compute_training_step, unwrap_model
 from meid_bench.report.runs import RUN_FORMAT, RUN_FORMAT_VERSION
 from meid_bench.train.batches import EvalStream, TrainStream
 from meid_bench.train.checkpoint import load_checkpoint, save_checkpoint
@@ -93,13 +93,16 @@ def _use_resident(option: str, store: FeatureStore, device: torch.device) -> boo
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, stream: EvalStream, device: torch.device) -> np.ndarray:
-    """Float32 logits [videos, classes] in the stream's order (rank on logits: sigmoid saturates)."""
+    """Float32 logits [videos, classes] in the stream's order (rank on logits: sigmoid saturates).
+
+    Evaluation runs in float32 whatever the training precision: bf16 logits would hold a few hundred distinct
+    values per class and tie the ranking AP depends on.
+    """
     core = unwrap_model(model)
     core.eval()
     chunks = []
     for batch in stream:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            chunks.append(core(batch["features"]).logits.float().cpu())
+        chunks.append(core(batch["features"]).logits.float().cpu())
     core.train()
     return torch.cat(chunks).numpy()
 
@@ -110,12 +113,13 @@ class Trainer:
     def __init__(self, options: TrainOptions, echo: Callable[[str], None] = print) -> None:
         self.options, self.echo = options, echo
         self.split = load_split(options.split)
-        recipe = apply_overrides(load_recipe(options.recipe), options.overrides)
+        # The benchmark's schedule first, so that --set and --epochs override it.
+        recipe = apply_overrides(load_recipe(options.recipe).for_benchmark(self.split.name), options.overrides)
         if options.epochs is not None:
             if options.epochs < 1:
                 raise MeidBenchError(f"--epochs {options.epochs}: must be >= 1")
             recipe = replace(recipe, epochs=options.epochs)
-        self.recipe = recipe
+        self.recipe = recipe = recipe.resolved()
         self.dist: DistributedContext = init_distributed(resolve_device(options.device))
         self.device = self.dist.device
         self.store = _open_store(self.split, options.features)
@@ -127,12 +131,17 @@ class Trainer:
         data, split, seed = recipe.data, self.split, options.seed
         resident = _use_resident(options.resident, self.store, self.device)
 
+        num_classes = split.num_classes
+        model = recipe.model.create(self.store.dim, num_classes, class_groups=split.classes["group"].to_numpy())
+        # Per-frame labels travel with training batches when the model routes by labels and the store has them.
+        frame_labels = model.needs_labels and self.store.has_frame_labels
+
         def dataset(subset: str, train: bool, label_mask: bool = False) -> VideoFeatureDataset:
             frames = data.train_frames if train else data.eval_frames
             # The dataset's `train` flag picks random sorted frames; "uniform" training takes evenly spaced ones.
             random_frames = train and data.train_frame_sampling == "random"
             return VideoFeatureDataset(split, self.store, subset, frames, train=random_frames, seed=seed,
-                                       label_mask=label_mask)
+                                       label_mask=label_mask, frame_labels=train and frame_labels)
 
         train_on_device: list[GpuResidentFeatures] = []  # one copy of the training frames, shared by the streams
 
@@ -149,14 +158,13 @@ class Trainer:
             on_device = GpuResidentFeatures(ds, self.device) if resident else None
             return EvalStream(ds, options.eval_batch_size, self.device, on_device, options.workers)
 
-        num_classes = split.num_classes
-        model = recipe.model.create(self.store.dim, num_classes, class_groups=split.classes["group"].to_numpy())
         self.streams = {STREAM_INSTANCE: train_stream(recipe.sampler, seed)}
         if model.needs_balanced_batch:
             self.streams[STREAM_BALANCED] = train_stream(recipe.balanced_sampler, seed + 1)
         self.val, self.test = eval_stream("val"), eval_stream("test")
         self.model = model.to(self.device)
-        self.criterion = recipe.loss.create(split.classes["train_count"].to_numpy()).to(self.device)
+        self.criterion = recipe.loss.create(split.classes["train_count"].to_numpy(),
+                                            num_videos=len(split.train)).to(self.device)
         self.mix = recipe.batch_mix.create(num_classes, seed=seed + self.dist.rank)
         # FrameStack's per-class AP comes from the training set, scored each epoch; no other recipe needs it.
         self.train_eval = eval_stream("train") if getattr(self.mix, "uses_class_ap", False) else None
@@ -181,6 +189,7 @@ class Trainer:
             started = time.perf_counter()
             self.criterion.set_epoch(epoch)
             totals: dict[str, float] = {}
+            logged: dict[str, float] = {}
             steps = 0
             batch_iterator = zip(*(stream.epoch(epoch) for stream in self.streams.values()))
             for step_batches in self._progress(batch_iterator, epoch):
@@ -191,7 +200,8 @@ class Trainer:
                     batches[STREAM_INSTANCE] = {"features": mixed.features, "target": mixed.targets,
                                                 **({"mask": mixed.mask} if mixed.mask is not None else {})}
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    losses = compute_training_losses(self.wrapped, batches, self.criterion)
+                    step = compute_training_step(self.wrapped, batches, self.criterion)
+                losses = step.losses
                 loss = sum(losses.values())
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -200,10 +210,13 @@ class Trainer:
                 self.optimizer.step()
                 for name, value in losses.items():
                     totals[name] = totals.get(name, 0.0) + float(value.detach())
+                for name, value in step.logged.items():  # e.g. MEID's unweighted distillation distance
+                    logged[name] = logged.get(name, 0.0) + float(value)
                 steps += 1
             self.scheduler.step()
             record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "steps": steps,
                       **{f"loss_{k}": v / max(steps, 1) for k, v in totals.items()},
+                      **{k: v / max(steps, 1) for k, v in logged.items()},
                       "train_seconds": round(time.perf_counter() - started, 3)}
             if self.train_eval is not None:
                 train_ap = average_precision(predict(self.wrapped, self.train_eval, device),
@@ -232,9 +245,9 @@ class Trainer:
         first_decay = min([m for m in optim.milestones if m > 0] + [self.recipe.epochs])
         steps = self.streams[STREAM_INSTANCE].steps_per_epoch() * first_decay
         if steps * optim.lr < SHORT_SCHEDULE_LR_STEPS:
-            self.echo(f"note: this schedule makes {steps} steps at lr {optim.lr:g} before its first decay; on "
-                      "CharadesLT-sized splits the reference schedule barely trains (docs/results.md uses --epochs "
-                      "40 --set optim.lr=1e-3 --set 'optim.milestones=[30,36]')")
+            self.echo(f"note: this schedule makes {steps} steps at lr {optim.lr:g} before its first decay; on a "
+                      "split this size it may barely train (the recipe has no schedule for this benchmark: add "
+                      f"one under `schedules: {self.split.name}:`, docs/models.md)")
 
     # -- per-epoch bookkeeping (rank 0 only) -----------------------------------------------------------------
     def _end_of_epoch(self, epoch: int, record: dict) -> None:
