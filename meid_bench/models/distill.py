@@ -39,9 +39,11 @@ def frame_groups(labels: Tensor, tail_class_mask: Tensor, num_frames: int) -> tu
 
     A tail frame has at least one tail-neck class; a head frame has a head-neck class and no tail class.
     """
-    positive = labels > 0
-    tail = positive[..., tail_class_mask].any(dim=-1)
-    head = positive[..., ~tail_class_mask].any(dim=-1) & ~tail
+    # Labels are non-negative (multi-hot or soft), so a product with a class mask is positive exactly when one of
+    # the mask's classes is: much faster than boolean indexing of the class axis on a CPU.
+    values = labels.to(torch.float32)
+    tail = values @ tail_class_mask.to(torch.float32) > 0
+    head = (values @ (~tail_class_mask).to(torch.float32) > 0) & ~tail
     if labels.dim() == 2:
         head = head.unsqueeze(1).expand(-1, num_frames)
         tail = tail.unsqueeze(1).expand(-1, num_frames)
