@@ -22,6 +22,7 @@ COUNTS = np.array([500, 300, 120, 40, 5])
 EXPECTED = {
     "meid", "meid_no_distill", "meid_no_expert2", "meid_random_frames", "meid_no_motion", "late_avg", "attention",
     "cbs", "srs", "mixup", "framestack", "focal", "cb", "ldam_drw", "eql", "eql_videolt", "attention_cm",
+    "meid_label_blind_distill",
 }
 
 
@@ -118,6 +119,7 @@ def test_reference_defaults():
     ("meid_no_expert2", {"expert2": False}),
     ("meid_random_frames", {"frame_selection": "random"}),
     ("meid_no_motion", {"motion": False}),
+    ("meid_label_blind_distill", {"distill_routing": "label_blind"}),
 ])
 def test_meid_ablations_differ_from_meid_only_in_their_switch(ablation, switch):
     full = load_recipe("meid").to_dict()
