@@ -22,7 +22,7 @@ from meid_bench.models import (
     list_models,
     model_config_class,
 )
-from meid_bench.models.layers import Neck, pool
+from meid_bench.models.layers import pool
 from meid_bench.models.meid import (
     MotionModule,
     frames_to_keep,
@@ -130,7 +130,7 @@ SWITCHES = [
     {"expert2": False},
     {"frame_selection": "random"},
     {"motion": False},
-    {"expert2_pooling": "inherited"},
+    {"expert2_pooling": "attention"},
     {"expert2_pooling": "mean"},
     {"distill_form": "moments"},
     {"distill_routing": "label_blind"},
@@ -157,12 +157,13 @@ def test_meid_gradients_reach_every_parameter_under_every_switch(switches, crite
 
 def test_meid_builds_only_the_modules_its_switches_use():
     names = lambda m: {name.split(".")[0] for name, _ in m.named_parameters()}  # noqa: E731
-    full = names(make_meid())
+    full = names(make_meid(expert2_pooling="attention"))
     assert {"embedding", "attention", "head_neck", "tail_neck", "head_classifier", "tail_classifier",
             "expert2_attention", "motion", "expert2_classifier"} == full
     assert names(make_meid(expert2=False)) == full - {"expert2_attention", "motion", "expert2_classifier"}
-    assert names(make_meid(motion=False)) == full - {"motion"}
+    assert names(make_meid(motion=False)) == full - {"motion", "expert2_attention"}
     assert names(make_meid(expert2_pooling="mean")) == full - {"expert2_attention"}
+    assert names(make_meid()) == full - {"expert2_attention"}  # by default expert 2 pools with expert 1's weights
 
 
 def routed_streams() -> dict[str, dict[str, torch.Tensor]]:
@@ -193,15 +194,6 @@ def test_distillation_loss_is_zero_when_off_and_in_eval_mode_and_positive_when_o
     assert out.aux_loss.item() > 0.0 and out.aux_loss.requires_grad
     torch.testing.assert_close(out.aux_loss, 2.0 * out.extras["distill_distance"])
     assert on.eval()(batches["instance"]["features"]).aux_loss.item() == 0.0
-
-
-def test_neck_pooled_equals_pooling_the_per_frame_neck_output():
-    torch.manual_seed(0)
-    neck = Neck(6, 2)
-    frames = torch.randn(3, 4, 6)
-    weights = torch.softmax(torch.randn(3, 4), dim=-1)
-    pooled = neck.pooled(frames, pool(frames, weights), weights)
-    torch.testing.assert_close(pooled, pool(neck(frames), weights))
 
 
 def test_expert1_logits_come_from_the_head_and_tail_necks_in_class_order():

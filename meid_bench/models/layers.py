@@ -42,9 +42,32 @@ class FrameEmbedding(nn.Module):
     def activations(self, features: Tensor) -> Tensor:
         return self.activation(self.linear(features))
 
+    def rows_with_gradient(self, features: Tensor, activations: Tensor) -> Tensor:
+        """``activations`` (this embedding's ReLU(Linear(features)), computed without gradient) made differentiable
+        with respect to the linear layer, as if computed from ``features`` here: the values are reused and the
+        backward pass computes the weight and bias gradients of these rows only (no second forward product)."""
+        return _ReusedLinearReLU.apply(activations, features, self.linear.weight, self.linear.bias)
+
     def forward(self, features: Tensor, dropout: bool = True) -> Tensor:
         hidden = self.activations(features)
         return self.dropout(hidden) if dropout else hidden
+
+
+class _ReusedLinearReLU(torch.autograd.Function):
+    """y = ReLU(x W^T + b) with y given: backward gives dW = (g * [y > 0])^T x and db = sum(g * [y > 0])."""
+
+    @staticmethod
+    def forward(ctx, values: Tensor, features: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(values, features)
+        ctx.weight_dtype = weight.dtype
+        return values.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, None, Tensor, Tensor]:  # type: ignore[override]
+        values, features = ctx.saved_tensors
+        passed = (grad * (values > 0)).reshape(-1, grad.shape[-1]).to(ctx.weight_dtype)
+        weight_grad = passed.T @ features.reshape(-1, features.shape[-1]).to(ctx.weight_dtype)
+        return None, None, weight_grad, passed.sum(dim=0)
 
 
 class AttentionPooling(nn.Module):
@@ -82,8 +105,8 @@ class Neck(nn.Module):
 
     Residual so a neck starts close to the shared embedding and only learns what its class group needs; a
     bottleneck (r = H/4 by default) keeps two necks cheap next to the embedding (the 1.5x step-time goal).
-    ``up`` is linear and attention weights sum to 1, so pooling commutes with it: :meth:`pooled` never builds the
-    per-frame [B, T, H] neck output.
+    ``up`` is linear and attention weights sum to 1, so pooling commutes with it: MEID pools the bottleneck
+    activations and applies ``up`` once per video, never building the per-frame [B, T, H] neck output.
     """
 
     def __init__(self, hidden: int, bottleneck: int) -> None:
@@ -94,10 +117,6 @@ class Neck(nn.Module):
 
     def forward(self, frames: Tensor) -> Tensor:
         return frames + self.up(self.activation(self.down(frames)))
-
-    def pooled(self, frames: Tensor, pooled_frames: Tensor, weights: Tensor) -> Tensor:
-        """pool(self(frames), weights) [B, H], computed as pooled_frames + up(pool(ReLU(down(frames))))."""
-        return pooled_frames + self.up(pool(self.activation(self.down(frames)), weights))
 
 
 class Classifier(nn.Module):

@@ -59,7 +59,7 @@ class MEIDConfig(BaseModelConfig):
     frame_selection: Literal["complementary", "random"] = "complementary"  # random = ablation
     cfs_ratio: float = 0.75  # fraction of frames expert 2 keeps (tuned on validation)
     motion: bool = True  # motion module on/off (ablation)
-    expert2_pooling: Literal["attention", "inherited", "mean"] = "attention"
+    expert2_pooling: Literal["attention", "inherited", "mean"] = "inherited"
     fusion: Literal["mean_logit", "mean_prob", "expert1", "expert2"] = "mean_prob"
     fusion_weight: float = 0.5  # weight of expert 2 in the fusion (best on validation)
 
@@ -226,9 +226,16 @@ class MEID(VideoModel):
     # -- expert 1 ------------------------------------------------------------------------------------------------
 
     def _expert1(self, frames: Tensor, weights: Tensor) -> Tensor:
+        # Both necks' down-projections as one product (same values as each neck's pooled(); one larger matrix
+        # product is faster than two), then each neck's up-projection on its pooled activations.
+        head, tail = self.head_neck, self.tail_neck
+        down = F.linear(frames, torch.cat([head.down.weight, tail.down.weight]),
+                        torch.cat([head.down.bias, tail.down.bias]))
+        pooled_activations = pool(F.relu(down), weights)
         pooled = pool(frames, weights)
-        head_pooled = self.head_neck.pooled(frames, pooled, weights)
-        tail_pooled = self.tail_neck.pooled(frames, pooled, weights)
+        width = head.down.out_features
+        head_pooled = pooled + head.up(pooled_activations[:, :width])
+        tail_pooled = pooled + tail.up(pooled_activations[:, width:])
         logits = torch.cat([self.head_classifier(head_pooled), self.tail_classifier(tail_pooled)], dim=-1)
         return logits.index_select(-1, self.class_order_inverse)
 
@@ -237,12 +244,12 @@ class MEID(VideoModel):
         return self.config.distill and self.config.distill_routing == "labels" and self.config.distill_weight > 0
 
     def _distillation(self, frames: Tensor, labels: Tensor | None, student_frames: Tensor,
-                      student_labels: Tensor | None) -> tuple[Tensor, Tensor]:
+                      student_labels: Tensor | None, student_features: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(weighted loss, raw distance) between the tail neck's student frames and the head neck's teacher frames.
 
         ``frames``: the instance batch's embedded frames [B, T, H] (after dropout); ``student_frames``: the frames
         the student comes from, before dropout ([B', T', H]: the balanced batch, or the instance batch without
-        expert 2).
+        expert 2); ``student_features``: their input features when ``student_frames`` carry no gradient.
         """
         config = self.config
         if config.distill_routing == "label_blind":
@@ -263,6 +270,9 @@ class MEID(VideoModel):
         with torch.no_grad():
             teacher = self.head_neck(frames.reshape(-1, frames.shape[-1])[teacher_at])
         chosen = student_frames.reshape(-1, student_frames.shape[-1])[student_at]
+        if student_features is not None:  # the balanced batch, embedded without gradient: gradient for these rows
+            chosen = self.embedding.rows_with_gradient(
+                student_features.reshape(-1, student_features.shape[-1])[student_at], chosen)
         student = self.tail_neck(self.embedding.dropout(chosen))
         value = distillation.distance(config.distill_form, student, student_weights, teacher, teacher_weights)
         return config.distill_weight * value, value.detach()
@@ -316,24 +326,27 @@ class MEID(VideoModel):
         aux = expert1_logits.new_zeros((), dtype=torch.float32)
         train_expert2 = self.config.expert2 and balanced_features is not None
         if train_expert2:
-            # Shared work once: the balanced batch's embedding before dropout (with gradient) feeds expert 1's
-            # attention (under no_grad: selection is discrete, so expert 2 never trains expert 1's attention),
-            # expert 2's selected frames and the distillation's student frames. Dropout is applied to the rows
-            # used, so the values equal embedding each subset on its own (tests/test_models.py checks this).
-            balanced = self.embedding.activations(balanced_features)
+            # Shared work once: the balanced batch is embedded once (before dropout, without gradient) for expert
+            # 1's attention (selection is discrete, so expert 2 never trains expert 1's attention), expert 2's
+            # selected frames and the distillation's student frames. The rows used get their gradient without a
+            # second product, and dropout is applied to them: the values and gradients equal embedding each
+            # subset on its own (tests/test_models.py checks this).
             with torch.no_grad():
+                balanced = self.embedding.activations(balanced_features)
                 balanced_weights = self.attention.weights(balanced)
             indices = self.select_frames(balanced_weights)
-            selected = self.embedding.dropout(take_frames(balanced, indices))
+            selected = self.embedding.rows_with_gradient(take_frames(balanced_features, indices),
+                                                         take_frames(balanced, indices))
+            selected = self.embedding.dropout(selected)
             extras.update(balanced_logits=self._expert2_head(selected, balanced_weights, indices),
                           balanced_attention=balanced_weights, balanced_selected_frames=indices)
         if self.training and self.config.distill and self.config.distill_weight > 0:
             if train_expert2:
-                student_frames, student_labels = balanced, balanced_labels
+                student = (balanced, balanced_labels, balanced_features)
             else:
                 # Without expert 2 there is no balanced stream: the student frames come from the instance batch.
-                student_frames, student_labels = hidden, labels
-            aux, extras["distill_distance"] = self._distillation(frames, labels, student_frames, student_labels)
+                student = (hidden, labels, None)
+            aux, extras["distill_distance"] = self._distillation(frames, labels, *student)
         if train_expert2 or not self.config.expert2:
             return ModelOutput(expert1_logits, aux, extras)
         expert2_logits, indices = self._expert2(frames, weights.detach())
