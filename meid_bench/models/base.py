@@ -141,6 +141,15 @@ class VideoModel(nn.Module):
         return like.new_zeros((), dtype=torch.float32)
 
 
+def balanced_stream_loss(output: ModelOutput, batches: Mapping[str, Batch], criterion: nn.Module,
+                         model_name: str) -> Tensor:
+    """The loss of ``extras["balanced_logits"]`` (a training forward's logits on the balanced batch) on that batch."""
+    if "balanced_logits" not in output.extras:
+        raise ValueError(f"{model_name}'s training step needs forward(features, balanced_features=...)")
+    balanced = batches[STREAM_BALANCED]
+    return criterion(output.extras["balanced_logits"], balanced["target"], balanced.get("mask"))
+
+
 def unwrap_model(model: nn.Module) -> VideoModel:
     """The bare :class:`VideoModel` inside a DistributedDataParallel / DataParallel wrapper (or the model itself)."""
     core: Any = model

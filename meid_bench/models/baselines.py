@@ -14,7 +14,15 @@ from torch import Tensor, nn
 
 import torch
 
-from meid_bench.models.base import STREAM_BALANCED, STREAM_INSTANCE, Batch, BaseModelConfig, ModelOutput, VideoModel
+from meid_bench.models.base import (
+    STREAM_BALANCED,
+    STREAM_INSTANCE,
+    Batch,
+    BaseModelConfig,
+    ModelOutput,
+    VideoModel,
+    balanced_stream_loss,
+)
 from meid_bench.models.layers import AttentionPooling, Classifier, FrameEmbedding, default_attention_hidden
 from meid_bench.models.registry import register_model
 
@@ -113,10 +121,5 @@ class AttentionClassifier(VideoModel):
         batch = batches[STREAM_INSTANCE]
         losses = {"classification": criterion(output.logits, batch["target"], batch.get("mask"))}
         if self.config.balanced_stream:
-            if "balanced_logits" not in output.extras:
-                raise ValueError("the compute-matched attention model's training step needs "
-                                 "forward(features, balanced_features=...)")
-            balanced = batches[STREAM_BALANCED]
-            losses["balanced"] = criterion(output.extras["balanced_logits"], balanced["target"],
-                                           balanced.get("mask"))
+            losses["balanced"] = balanced_stream_loss(output, batches, criterion, "the compute-matched attention model")
         return losses

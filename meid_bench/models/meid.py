@@ -29,7 +29,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from meid_bench.build.split_io import GROUPS
-from meid_bench.models.base import STREAM_BALANCED, STREAM_INSTANCE, Batch, BaseModelConfig, ModelOutput, VideoModel
+from meid_bench.models.base import (
+    STREAM_BALANCED,
+    STREAM_INSTANCE,
+    Batch,
+    BaseModelConfig,
+    ModelOutput,
+    VideoModel,
+    balanced_stream_loss,
+)
 from meid_bench.models.layers import (
     AttentionPooling,
     Classifier,
@@ -362,8 +370,5 @@ class MEID(VideoModel):
         if self.config.distill:
             losses["distill"] = output.aux_loss
         if self.config.expert2:
-            if "balanced_logits" not in output.extras:
-                raise ValueError("MEID's training step needs forward(features, balanced_features=...)")
-            balanced = batches[STREAM_BALANCED]
-            losses["expert2"] = criterion(output.extras["balanced_logits"], balanced["target"], balanced.get("mask"))
+            losses["expert2"] = balanced_stream_loss(output, batches, criterion, "MEID")
         return losses
