@@ -138,12 +138,14 @@ def build_class_model(config: Any, class_keys: list[str], structure: ClassStruct
     if structure is None:
         return ClassModel(class_prototypes(config, count), None, np.ones(count), variation, [])
     canon = [structure.canonical_verb(verb) for verb in structure.verbs]
+    pairs = structure.mirrored_pairs(class_keys)
+    mirrored = {key for pair in pairs for key in pair}
     prototypes = np.empty((count, dim))
     directions = np.empty((count, dim))
     for index, key in enumerate(class_keys):
         obj, (verb, sign) = structure.objects[index], canon[index]
         # Mirrored classes share the whole static prototype (object, verb pair and their own part).
-        own_key = f"own:{obj}:{verb}" if _has_mirror(structure, index) else f"own:{key}"
+        own_key = f"own:{obj}:{verb}" if key in mirrored else f"own:{key}"
         parts = (_unit(rng_for(20, f"object:{obj}"), 1, dim)[0], _unit(rng_for(21, f"verb:{verb}"), 1, dim)[0],
                  _unit(rng_for(23, own_key), 1, dim)[0])
         share = config.class_overlap
@@ -151,17 +153,7 @@ def build_class_model(config: Any, class_keys: list[str], structure: ClassStruct
         prototypes[index] = config.prototype_scale * mixed / np.linalg.norm(mixed)
         directions[index] = _unit(rng_for(24, f"signature:{verb}"), 1, dim)[0]
     signs = np.array([sign for _, sign in canon])
-    return ClassModel(prototypes, directions, signs, variation, structure.mirrored_pairs(class_keys))
-
-
-def _has_mirror(structure: ClassStructure, index: int) -> bool:
-    verb, _ = structure.canonical_verb(structure.verbs[index])
-    for other in range(len(structure.verbs)):
-        if other != index and structure.objects[other] == structure.objects[index] and \
-                structure.verbs[other] != structure.verbs[index] and structure.canonical_verb(
-                    structure.verbs[other])[0] == verb:
-            return True
-    return False
+    return ClassModel(prototypes, directions, signs, variation, pairs)
 
 
 def segment_positions(video: Any, times: np.ndarray, num_classes: int) -> np.ndarray:
