@@ -7,7 +7,7 @@
   only in temporal order, so order-blind models stay near chance.
 - **Complementary-frame-selection retention** (MEID runs, from the checkpoint): on the chosen subset's videos, the
   share of frames of each kind (tail-class, head-class, background) that expert 2's selection keeps, against
-  ``cfs_ratio`` for a random selection.
+  ``cfs_ratio`` for a random selection; and the share of background among all frames and among the kept ones.
 - **Attention against activity**: expert 1's (or the attention baseline's) attention weight times the number of
   frames (1 = uniform), by number of classes active on the frame, and the median per-video Spearman correlation
   between attention and frame norm.
@@ -50,6 +50,7 @@ class Diagnosis:
     pairs_evaluated: int = 0
     cfs_retention: dict[str, float] | None = None
     cfs_ratio: float | None = None
+    background_share: dict[str, float] | None = None  # {"all": share of all frames, "kept": of the kept frames}
     attention_by_activity: dict[str, float] | None = None
     attention_norm_spearman: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -134,7 +135,7 @@ def frame_diagnostics(run: Run, split: Split, store: FeatureStore, subset: str, 
     activity = _frame_activity(store, split, subset)
     tail = split.classes["group"].to_numpy() == "tail"
     count = min(len(dataset), max_videos)
-    kinds = {"tail": [0, 0], "head": [0, 0], "background": [0, 0]}  # kept, all
+    kinds = {"tail": [0, 0], "head": [0, 0], "background": [0, 0], "any": [0, 0]}  # kept, all
     by_activity = {name: [] for name in ACTIVITY_BINS}
     correlations = []
     with torch.no_grad():
@@ -162,7 +163,8 @@ def frame_diagnostics(run: Run, split: Split, store: FeatureStore, subset: str, 
                     kept[chosen[j].numpy()] = True
                     is_tail = active[:, tail].any(axis=1)
                     is_head = active[:, ~tail].any(axis=1) & ~is_tail
-                    for name, mask in (("tail", is_tail), ("head", is_head), ("background", busy == 0)):
+                    for name, mask in (("tail", is_tail), ("head", is_head), ("background", busy == 0),
+                                       ("any", np.ones(len(frames), dtype=bool))):
                         kinds[name][0] += int((kept & mask).sum())
                         kinds[name][1] += int(mask.sum())
     result: dict[str, Any] = {
@@ -170,7 +172,10 @@ def frame_diagnostics(run: Run, split: Split, store: FeatureStore, subset: str, 
         "attention_norm_spearman": float(np.median(correlations)) if correlations else None,
     }
     if isinstance(model, MEID) and model.config.expert2:
-        result["cfs_retention"] = {k: kept / total for k, (kept, total) in kinds.items() if total}
+        result["cfs_retention"] = {k: kept / total for k, (kept, total) in kinds.items() if total and k != "any"}
+        if kinds["any"][0]:
+            result["background_share"] = {"all": kinds["background"][1] / kinds["any"][1],
+                                          "kept": kinds["background"][0] / kinds["any"][0]}
         result["cfs_ratio"] = model.config.cfs_ratio
         result["frames_selection"] = model.config.frame_selection
     return result
@@ -199,7 +204,8 @@ def diagnose_run(run_dir: str | os.PathLike, annotations: str | os.PathLike | No
         scores, targets, pairs_for(store, split, annotations))
     if frames and (run.path / "checkpoints" / "best.pt").is_file():
         found = frame_diagnostics(run, split, store, subset, max_videos)
-        for key in ("cfs_retention", "cfs_ratio", "attention_by_activity", "attention_norm_spearman"):
+        for key in ("cfs_retention", "cfs_ratio", "background_share", "attention_by_activity",
+                    "attention_norm_spearman"):
             if key in found:
                 setattr(diagnosis, key, found[key])
         if "frames_selection" in found:
@@ -209,7 +215,7 @@ def diagnose_run(run_dir: str | os.PathLike, annotations: str | os.PathLike | No
 
 def format_table(diagnoses: Sequence[Diagnosis]) -> str:
     """A plain-text table, one run per line."""
-    header = (f"{'run':<40} {'pair AP':>8} {'chance':>7} {'pairs':>5}  {'CFS keeps tail/head/bg (random)':<34} "
+    header = (f"{'run':<40} {'pair AP':>8} {'chance':>7} {'pairs':>5}  {'CFS keeps tail/head/bg (random), bg share':<48} "
               f"{'attention x T by active classes 0/1/2/3+':<42} {'rho(att, norm)':>14}")
     lines = [header]
     for d in diagnoses:
@@ -218,6 +224,8 @@ def format_table(diagnoses: Sequence[Diagnosis]) -> str:
         if d.cfs_retention:
             cfs = "/".join(f"{d.cfs_retention.get(k, float('nan')):.3f}" for k in ("tail", "head", "background"))
             cfs += f" ({d.cfs_ratio:.2f})"
+            if d.background_share:
+                cfs += f" bg {d.background_share['all']:.3f}->{d.background_share['kept']:.3f}"
         else:
             cfs = "n/a"
         if d.attention_by_activity:
@@ -226,7 +234,7 @@ def format_table(diagnoses: Sequence[Diagnosis]) -> str:
         else:
             att = "n/a"
         rho = f"{d.attention_norm_spearman:14.3f}" if d.attention_norm_spearman is not None else f"{'n/a':>14}"
-        lines.append(f"{d.run[:40]:<40} {pair}  {cfs:<34} {att:<42} {rho}")
+        lines.append(f"{d.run[:40]:<40} {pair}  {cfs:<48} {att:<42} {rho}")
     return "\n".join(lines)
 
 

@@ -50,6 +50,7 @@ def test_diagnose_a_meid_run(meid_run):
     assert 0.0 <= diagnosis.pair_ap <= 1.0 and 0.0 < diagnosis.pair_chance < 1.0
     assert diagnosis.cfs_ratio == 0.75 and set(diagnosis.cfs_retention) <= {"tail", "head", "background"}
     assert all(0.0 <= v <= 1.0 for v in diagnosis.cfs_retention.values())
+    assert set(diagnosis.background_share) == {"all", "kept"}
     assert set(diagnosis.attention_by_activity) <= {"0", "1", "2", "3+"} and diagnosis.attention_by_activity
     only_pairs = diagnose_run(meid_run, frames=False)
     assert only_pairs.pair_ap == diagnosis.pair_ap and only_pairs.cfs_retention is None

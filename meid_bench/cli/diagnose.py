@@ -27,7 +27,7 @@ def diagnose(run_dirs: tuple[Path, ...], annotations: Path | None, subset: str, 
     pair AP: among test videos with exactly one class of a mirrored pair (same object, opposite verbs), the AP
       of the score difference between the pair's classes; chance = share of positives.
     CFS keeps: share of tail-class / head-class / background frames that MEID's complementary frame selection
-      keeps, against its ratio (what a random selection keeps).
+      keeps, against its ratio (what a random selection keeps); bg: background's share of all frames -> of kept.
     attention x T: attention weight times frames (1 = uniform) by number of active classes on the frame; rho:
       median per-video Spearman correlation of attention with frame norm.
 
