@@ -409,11 +409,22 @@ class FeatureStore:
 
     def _rows(self, lo: int, hi: int) -> np.ndarray:
         """Rows lo:hi of the frame matrix, a fresh array."""
+        return self.read_rows(lo, hi)
+
+    def read_rows(self, lo: int, hi: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``lo:hi`` of the frame matrix (all videos' frames, in store order) in the store dtype, read into
+        ``out`` (C-contiguous, [hi - lo, dim]) when given: a reused or device-staging buffer costs no allocation."""
         self._ensure_open()
+        if out is None:
+            out = np.empty((hi - lo, self.dim), dtype=self.dtype)
+        elif out.shape != (hi - lo, self.dim) or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous {self.dtype} array of shape {(hi - lo, self.dim)}")
+        if hi <= lo:
+            return out
         if self._data_offset is None:
-            return self._file["features"][lo:hi]
+            self._file["features"].read_direct(out, np.s_[lo:hi])
+            return out
         row_bytes = self.dim * self.dtype.itemsize
-        out = np.empty((hi - lo, self.dim), dtype=self.dtype)
         view = memoryview(out).cast("B")
         done, start = 0, self._data_offset + lo * row_bytes
         while done < len(view):
@@ -422,6 +433,23 @@ class FeatureStore:
                 raise MeidBenchError(f"{self.path}: unexpected end of file; the store is truncated, pack it again")
             done += got
         return out
+
+    def frame_matrix(self) -> np.ndarray | None:
+        """All frames as one read-only memory-mapped array [total_frames, dim] in the store dtype, or None when
+        the frames are not one plain block of the file (a chunked store). Gathering rows from it costs no system
+        call per video; pages come from the page cache (or the disk) on first touch. Map it in each process."""
+        if self._data_offset is None:
+            return None
+        import mmap
+
+        page = mmap.ALLOCATIONGRANULARITY
+        start = self._data_offset - self._data_offset % page
+        length = self._data_offset - start + self.total_frames * self.dim * self.dtype.itemsize
+        with open(self.path, "rb") as handle:
+            mapped = mmap.mmap(handle.fileno(), length, access=mmap.ACCESS_READ, offset=start)
+        matrix = np.frombuffer(mapped, dtype=self.dtype, count=self.total_frames * self.dim,
+                               offset=self._data_offset - start)
+        return matrix.reshape(self.total_frames, self.dim)
 
     def close(self) -> None:
         if self._pid == os.getpid():
