@@ -19,11 +19,13 @@ import click
 @click.option("--epochs", type=int, default=None, help="Override the recipe's number of epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last checkpoint.")
-@click.option("--workers", type=int, default=0, show_default=True,
-              help="DataLoader workers (when features are read from the store, not held on the device).")
+@click.option("--workers", type=click.IntRange(0, 64), default=1, show_default=True,
+              help="Threads that read the next batches from the store while the model trains (when the frames are "
+                   "not held on the device); 0 reads in the training thread.")
 @click.option("--resident", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="Hold all frames on the device (GPU or CPU memory) instead of reading the store per batch; "
-                   "auto: when the store is under 4 GiB.")
+                   "auto: when they take at most 75% of the GPU's free memory (50% of the available memory on "
+                   "the CPU). Both ways see the same frames.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe key (repeatable), e.g. --set optim.lr=1e-3 --set data.train_frames=30.")
 def train(split_dir: Path, features: Path | None, recipe: str, out: Path | None, device: str, epochs: int | None,
@@ -35,6 +37,7 @@ def train(split_dir: Path, features: Path | None, recipe: str, out: Path | None,
       meid-bench train --split splits/charadeslt
       meid-bench train --split splits/charadeslt --recipe late_avg --seed 1 --epochs 30 --set optim.lr=1e-3
       meid-bench train --split splits/charadeslt --out runs/meid-a --resume
+      meid-bench train --split splits/videolt --features videolt-r101.h5 --resident no --workers 2
       torchrun --nproc_per_node 2 -m meid_bench train --split splits/charadeslt --recipe meid
     """
     import sys

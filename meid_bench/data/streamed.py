@@ -11,6 +11,7 @@ does (same generator, same order), so a run is the same whether the features are
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from collections import deque
@@ -30,6 +31,42 @@ def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
 
 
+class MappedFrames:
+    """A read-only memory map of a contiguous store's frame matrix, ``matrix`` [total_frames, dim].
+
+    The map is advised MADV_RANDOM: a page fault then reads only its page, not the kernel's read-around window
+    (often megabytes) around it. :meth:`prefetch` asks the kernel to start reading row ranges (MADV_WILLNEED)
+    without waiting, so that the reads of a whole batch are in flight at once before it is gathered.
+    """
+
+    def __init__(self, store: FeatureStore) -> None:
+        offset = store.frames_offset
+        if offset is None:
+            raise ValueError(f"{store.path}: the frames are not one plain block of the file (a chunked store)")
+        self.row_bytes = store.dim * store.dtype.itemsize
+        self._start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        self._skip = offset - self._start
+        length = self._skip + store.total_frames * self.row_bytes
+        with open(store.path, "rb") as handle:
+            self._map = mmap.mmap(handle.fileno(), length, access=mmap.ACCESS_READ, offset=self._start)
+        if ADVISE:
+            self._map.madvise(mmap.MADV_RANDOM)
+        self.matrix = np.frombuffer(self._map, dtype=store.dtype, count=store.total_frames * store.dim,
+                                    offset=self._skip).reshape(store.total_frames, store.dim)
+
+    def prefetch(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        """Start reading rows ``lo[i]:hi[i]`` for every i (page-aligned outward)."""
+        page = mmap.PAGESIZE
+        first = (self._skip + np.asarray(lo, np.int64) * self.row_bytes) // page * page
+        last = self._skip + np.asarray(hi, np.int64) * self.row_bytes
+        for a, b in zip(first.tolist(), last.tolist()):
+            self._map.madvise(mmap.MADV_WILLNEED, a, b - a)
+
+
+READ_GAP_ROWS = 4
+ADVISE = True
+
+
 class BatchGatherer:
     """Gathers batches of store rows into float32 tensors on ``device``, ``threads`` batches ahead.
 
@@ -41,20 +78,33 @@ class BatchGatherer:
 
     def __init__(self, store: FeatureStore, device: str | torch.device = "cpu", threads: int = 1) -> None:
         self.store, self.device, self.threads = store, torch.device(device), max(0, int(threads))
-        self._matrix: np.ndarray | None = None
+        self._mapped: MappedFrames | None = None
         self._pid = -1
+        self._hosts: list[torch.Tensor] | None = None
+        self._widened: list[torch.Tensor] | None = None
+        self._copied: list[Any] = []  # accelerator: per host buffer, an event marking its last copy to the device
         self._lock = threading.Lock()
 
-    def _frame_matrix(self) -> np.ndarray | None:
+    def unmap(self) -> None:
+        """Release the memory map of the store (the next gather maps it again); buffers are kept."""
+        self._mapped, self._pid = None, -1
+
+    def _frames(self) -> MappedFrames | None:
         if self._pid != os.getpid():  # map in each process; never reuse a parent's mapping
-            self._matrix, self._pid = self.store.frame_matrix(), os.getpid()
-        return self._matrix
+            self._mapped = MappedFrames(self.store) if self.store.frames_offset is not None else None
+            self._pid = os.getpid()
+        return self._mapped
 
     def _gather_into(self, rows: np.ndarray, out: np.ndarray) -> None:
-        matrix = self._frame_matrix()
-        if matrix is not None:
+        mapped = self._frames()
+        if mapped is not None:
+            # Runs of wanted rows less than READ_GAP_ROWS apart are read as one range.
+            if ADVISE:
+                steps = np.diff(rows)
+                breaks = np.flatnonzero((steps < 0) | (steps > READ_GAP_ROWS)) + 1
+                mapped.prefetch(rows[np.concatenate([[0], breaks])], rows[np.concatenate([breaks - 1, [len(rows) - 1]])] + 1)
             # mode="clip": no bounds-checking copy of the output (rows come from the store's own offsets)
-            np.take(matrix, rows, axis=0, out=out, mode="clip")
+            np.take(mapped.matrix, rows, axis=0, out=out, mode="clip")
             return
         # A chunked store: read each run of consecutive wanted rows once, then place them.
         unique, inverse = np.unique(rows, return_inverse=True)
@@ -63,20 +113,33 @@ class BatchGatherer:
             block = np.concatenate([self.store.read_rows(int(r[0]), int(r[-1]) + 1) for r in runs])
         np.take(block, inverse.reshape(-1), axis=0, out=out)
 
+    def _buffers(self, rows: int) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """Host buffers of at least ``rows`` rows, one per slot, kept from one :meth:`gather` to the next."""
+        if self._hosts is None or self._hosts[0].shape[0] < rows:
+            for event in self._copied:
+                if event is not None:
+                    event.synchronize()
+            self._copied = [None] * (self.threads + 1)
+            pin = self.device.type == "cuda"
+            dtype = _torch_dtype(self.store.dtype)
+            shape = (rows, self.store.dim)
+            self._hosts = [torch.empty(shape, dtype=dtype, pin_memory=pin) for _ in range(self.threads + 1)]
+            # On the CPU a float16 store is widened once more, into reused float32 buffers, by the gathering thread.
+            self._widened = ([torch.empty(shape, dtype=torch.float32) for _ in range(self.threads + 1)]
+                             if self.device.type == "cpu" and dtype != torch.float32 else None)
+        return self._hosts, self._widened
+
     def gather(self, row_batches: Sequence[np.ndarray]) -> Iterator[torch.Tensor]:
+        """Float32 tensors [*rows.shape, dim] of the rows of each array of ``row_batches``, in order (one
+        iteration at a time per gatherer)."""
         count = len(row_batches)
         if count == 0:
             return
         store, device = self.store, self.device
         on_cpu, pin = device.type == "cpu", device.type == "cuda"
         slots = self.threads + 1
-        most = max(int(np.asarray(rows).size) for rows in row_batches)
-        dtype = _torch_dtype(store.dtype)
-        hosts = [torch.empty((most, store.dim), dtype=dtype, pin_memory=pin) for _ in range(slots)]
-        # On the CPU a float16 store is converted once more, into reused float32 buffers (by the gathering thread).
-        widened = ([torch.empty((most, store.dim), dtype=torch.float32) for _ in range(slots)]
-                   if on_cpu and dtype != torch.float32 else None)
-        copied: list[Any] = [None] * slots  # accelerator: an event marking the last copy out of each host buffer
+        hosts, widened = self._buffers(max(int(np.asarray(rows).size) for rows in row_batches))
+        copied = self._copied
 
         def fill(i: int) -> int:
             slot = i % slots

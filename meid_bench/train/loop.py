@@ -55,8 +55,8 @@ class TrainOptions:
     epochs: int | None = None
     seed: int = 0
     resume: bool = False
-    workers: int = 0
-    resident: str = "auto"  # "auto", "yes" or "no": hold all frames on the device, no DataLoader
+    workers: int = 1  # read-ahead threads of the streamed path
+    resident: str = "auto"  # "auto", "yes" or "no": hold all frames on the device, or stream them from the store
     eval_batch_size: int = 256
     overrides: tuple[str, ...] = ()  # "optim.lr=1e-3", ... applied to the recipe
     progress: bool = False  # a per-epoch progress bar on stderr (the CLI turns it on at a terminal)

@@ -434,22 +434,11 @@ class FeatureStore:
             done += got
         return out
 
-    def frame_matrix(self) -> np.ndarray | None:
-        """All frames as one read-only memory-mapped array [total_frames, dim] in the store dtype, or None when
-        the frames are not one plain block of the file (a chunked store). Gathering rows from it costs no system
-        call per video; pages come from the page cache (or the disk) on first touch. Map it in each process."""
-        if self._data_offset is None:
-            return None
-        import mmap
-
-        page = mmap.ALLOCATIONGRANULARITY
-        start = self._data_offset - self._data_offset % page
-        length = self._data_offset - start + self.total_frames * self.dim * self.dtype.itemsize
-        with open(self.path, "rb") as handle:
-            mapped = mmap.mmap(handle.fileno(), length, access=mmap.ACCESS_READ, offset=start)
-        matrix = np.frombuffer(mapped, dtype=self.dtype, count=self.total_frames * self.dim,
-                               offset=self._data_offset - start)
-        return matrix.reshape(self.total_frames, self.dim)
+    @property
+    def frames_offset(self) -> int | None:
+        """Byte offset in the file of the frame matrix [total_frames, dim] (little-endian, row-major), or None when
+        the frames are not one plain block of bytes (a chunked store): a reader may map or read rows directly."""
+        return self._data_offset
 
     def close(self) -> None:
         if self._pid == os.getpid():
