@@ -154,3 +154,39 @@ def test_cli_pack(tmp_path, split):
     (tmp_path / "junk.h5").write_text("junk")
     bad = CliRunner().invoke(main, ["features", "info", str(tmp_path / "junk.h5")])
     assert bad.exit_code == 2 and "not a readable HDF5" in bad.output
+
+
+def test_unusual_npy_sources_pack_like_numpy_reads_them(tmp_path, split):
+    # Every source dtype and layout numpy writes: read in place when the layout allows, through numpy otherwise.
+    videos = _features(split)
+    kinds = [np.float64, ">f4", np.float16, np.int16]
+    source = tmp_path / "src"
+    source.mkdir()
+    expected = {}
+    for i, (video_id, frames) in enumerate(videos.items()):
+        array = frames.astype(kinds[i % len(kinds)])
+        np.save(source / f"{video_id}.npy", np.asfortranarray(array) if i % 3 == 0 else array)
+        expected[video_id] = array.astype(np.float32)
+    pack_features(split, source, "npy", tmp_path / "out.h5", workers=3)
+    store = FeatureStore(tmp_path / "out.h5")
+    for video_id, frames in expected.items():
+        assert np.array_equal(store.read(video_id), frames)
+
+
+def test_a_source_that_changes_while_packing_is_an_error(tmp_path, split, monkeypatch):
+    from meid_bench.build.features import pack
+
+    source = _write_source(tmp_path / "src", "npy", _features(split))
+    victim = source / f"{_all_ids(split)[4]}.npy"
+    original = pack._npy_header
+
+    def header_then_truncate(path):
+        header = original(path)
+        if path == victim:  # cut after the pre-pass read its header
+            victim.write_bytes(victim.read_bytes()[:-8])
+        return header
+
+    monkeypatch.setattr(pack, "_npy_header", header_then_truncate)
+    with pytest.raises(MeidBenchError, match="changed while packing"):
+        pack_features(split, source, "npy", tmp_path / "out.h5", workers=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

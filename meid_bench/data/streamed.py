@@ -49,8 +49,7 @@ class MappedFrames:
         length = self._skip + store.total_frames * self.row_bytes
         with open(store.path, "rb") as handle:
             self._map = mmap.mmap(handle.fileno(), length, access=mmap.ACCESS_READ, offset=self._start)
-        if ADVISE:
-            self._map.madvise(mmap.MADV_RANDOM)
+        self._map.madvise(mmap.MADV_RANDOM)
         self.matrix = np.frombuffer(self._map, dtype=store.dtype, count=store.total_frames * store.dim,
                                     offset=self._skip).reshape(store.total_frames, store.dim)
 
@@ -63,8 +62,7 @@ class MappedFrames:
             self._map.madvise(mmap.MADV_WILLNEED, a, b - a)
 
 
-READ_GAP_ROWS = 4
-ADVISE = True
+READ_GAP_ROWS = 4  # wanted rows at most this far apart are read as one range
 
 
 class BatchGatherer:
@@ -98,11 +96,11 @@ class BatchGatherer:
     def _gather_into(self, rows: np.ndarray, out: np.ndarray) -> None:
         mapped = self._frames()
         if mapped is not None:
-            # Runs of wanted rows less than READ_GAP_ROWS apart are read as one range.
-            if ADVISE:
-                steps = np.diff(rows)
-                breaks = np.flatnonzero((steps < 0) | (steps > READ_GAP_ROWS)) + 1
-                mapped.prefetch(rows[np.concatenate([[0], breaks])], rows[np.concatenate([breaks - 1, [len(rows) - 1]])] + 1)
+            # Start every read of the batch at once (each video's rows are sorted), then copy.
+            steps = np.diff(rows)
+            breaks = np.flatnonzero((steps < 0) | (steps > READ_GAP_ROWS)) + 1
+            mapped.prefetch(rows[np.concatenate([[0], breaks])],
+                            rows[np.concatenate([breaks - 1, [len(rows) - 1]])] + 1)
             # mode="clip": no bounds-checking copy of the output (rows come from the store's own offsets)
             np.take(mapped.matrix, rows, axis=0, out=out, mode="clip")
             return

@@ -5,9 +5,10 @@
 - ``txt-dir``: ``<source>/<video_id>/`` with one file per frame holding one whitespace-separated vector, ordered
   by the number that ends the file name (the official Charades two-stream fc7 release).
 
-Packing streams: a pre-pass reads only headers (or lists folders) to size the store, then worker threads (processes
-for text, whose parsing holds the GIL) load and check a bounded window of videos while the main thread writes them
-in split order. Memory stays flat whatever the number of videos.
+Packing streams: a pre-pass reads only headers (or lists folders) to size the store and give every video its rows,
+then worker threads read each ``.npy`` source with one positional read into a buffer the thread reuses, check it
+and write it straight to its rows in the store (processes parse text, whose parsing holds the GIL, and the main
+thread writes). A bounded window of videos is in flight: memory stays flat whatever the number of videos.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import concurrent.futures as futures
 import multiprocessing
 import os
 import re
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,22 +58,30 @@ def split_video_table(split: Any):
     return table
 
 
-def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+@dataclass(frozen=True)
+class _NpyHeader:
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    data_offset: int | None  # where the values start; None: read with numpy.load (Fortran order, other versions)
+
+
+def _npy_header(path: Path) -> _NpyHeader:
     # The header only; the frames are loaded later, by a worker.
     try:
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
             if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
             elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
             else:  # rare newer versions: let numpy parse it
                 array = np.load(path, mmap_mode="r", allow_pickle=False)
-                shape, dtype = array.shape, array.dtype
+                shape, dtype, fortran = array.shape, array.dtype, True
                 del array
+            offset = None if fortran and len(shape) > 1 else handle.tell()
     except (ValueError, OSError, EOFError, SyntaxError) as exc:
         raise MeidBenchError(f"{path}: not a readable .npy file ({exc}); re-export it with numpy.save") from None
-    return tuple(shape), np.dtype(dtype)
+    return _NpyHeader(tuple(shape), np.dtype(dtype), offset)
 
 
 def _frame_files(folder: Path) -> list[Path]:
@@ -151,6 +161,60 @@ def _load(path: Path, fmt: str, dim: int, dtype: str) -> np.ndarray:
     return _load_txt_dir(path, dim, dtype) if fmt == "txt-dir" else _load_npy(path, fmt, dim, dtype)
 
 
+class _Buffers(threading.local):
+    """Per thread: a source buffer and a store-dtype buffer, grown as needed and reused from video to video."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, count: int, dtype: np.dtype) -> np.ndarray:
+        nbytes = count * dtype.itemsize
+        array = self.arrays.get(name)
+        if array is None or array.nbytes < nbytes:
+            array = self.arrays[name] = np.empty(max(nbytes, 1 << 20), dtype=np.uint8)
+        return array[:nbytes].view(dtype)
+
+
+def _read_npy(path: Path, header: _NpyHeader, fmt: str, dim: int, dtype: str, buffers: _Buffers) -> np.ndarray:
+    """A .npy source's frames [T, dim] in the store dtype, checked finite, read with positional reads into this
+    thread's reused buffers (valid until its next call). Falls back to numpy.load where the header said so."""
+    if header.data_offset is None:
+        return _load_npy(path, fmt, dim, dtype)
+    frames, got_dim = _check_shape(path, fmt, header.shape, header.dtype)
+    if got_dim != dim:
+        raise MeidBenchError(f"{path}: features of dimension {got_dim}, the other videos have {dim}")
+    source = buffers.get("source", frames * dim, header.dtype).reshape(frames, dim)
+    view = memoryview(source.view(np.uint8).reshape(-1))
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise MeidBenchError(f"{path}: unreadable ({exc.strerror})") from None
+    try:
+        if os.fstat(fd).st_size != header.data_offset + len(view):
+            raise MeidBenchError(f"{path}: {os.fstat(fd).st_size} bytes, its header announces "
+                                 f"{header.data_offset + len(view)} (a source file changed while packing?); "
+                                 "re-export it with numpy.save and pack again")
+        done = 0
+        while done < len(view):
+            got = os.preadv(fd, [view[done:]], header.data_offset + done)
+            if got <= 0:
+                raise MeidBenchError(f"{path}: the file ended early; re-export it with numpy.save")
+            done += got
+    finally:
+        os.close(fd)
+    store_dtype = _store_dtype(dtype)
+    if source.dtype == store_dtype:
+        check_finite(source, str(path))
+        return source
+    if source.dtype.kind == "f":
+        check_finite(source, str(path))  # before the cast, so the message shows the source's own value
+    out = buffers.get("store", frames * dim, store_dtype).reshape(frames, dim)
+    with np.errstate(over="ignore"):  # overflow shows up as inf, reported just below
+        np.copyto(out, source, casting="unsafe")
+    check_finite(out, str(path))
+    return out
+
+
 def _first_txt_dim(folder: Path) -> int:
     files = _frame_files(folder)
     if not files:
@@ -207,6 +271,7 @@ def pack_features(split: Any, source: str | os.PathLike, fmt: str, out: str | os
 
     # Pre-pass: sizes from headers / folder listings only, so the store is laid out contiguously.
     counts = np.zeros(len(keep), dtype=np.int64)
+    headers: list[_NpyHeader | None] = [None] * len(keep)
     dim = None
     for row, video_id in enumerate(keep["video_id"].tolist()):
         path = present[video_id]
@@ -219,8 +284,8 @@ def pack_features(split: Any, source: str | os.PathLike, fmt: str, out: str | os
             if dim is None:
                 dim = _first_txt_dim(path)
         else:
-            shape, array_dtype = _npy_header(path)
-            counts[row], video_dim = _check_shape(path, fmt, shape, array_dtype)
+            headers[row] = header = _npy_header(path)
+            counts[row], video_dim = _check_shape(path, fmt, header.shape, header.dtype)
             if dim is None:
                 dim = video_dim
             elif video_dim != dim:
@@ -230,41 +295,63 @@ def pack_features(split: Any, source: str | os.PathLike, fmt: str, out: str | os
         raise MeidBenchError(f"{present[keep['video_id'][0]]}: the first frame holds no numbers")
 
     workers = max(1, int(workers))
-    if fmt == "txt-dir" and workers > 1:
-        executor: futures.Executor = futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-    else:
-        executor = futures.ThreadPoolExecutor(workers)
     num_classes = split.num_classes if frame_labels else None
     params = {"source_format": fmt, "frame_labels_placed_by": ("fps" if fps else "duration") if frame_labels else ""}
-    try:
-        with FeatureStoreWriter(out, dim, dtype, total_frames=int(counts.sum()), split_checksum=split.checksum,
-                                benchmark=str(split.manifest.get("benchmark", "")), fps=fps,
-                                generator=extractor or f"packed from {fmt}", simulated=False,
-                                num_classes=num_classes, params=params, force=force) as writer:
-            ids = [str(v) for v in keep["video_id"]]
+    ids = [str(v) for v in keep["video_id"]]
+    segments = (list(zip(keep["duration"].to_numpy(dtype=float), keep["segment_classes"], keep["segment_starts"],
+                         keep["segment_ends"])) if frame_labels else None)
+
+    def labels_of(row: int, count: int) -> np.ndarray | None:
+        if segments is None:
+            return None
+        duration, classes, starts, ends = segments[row]
+        return pack_frame_labels(active_classes(classes, starts, ends, frame_times(count, fps, duration),
+                                                split.num_classes))
+
+    buffers = _Buffers()
+
+    def pack_npy(row: int, position: int) -> None:  # in a worker thread: read, check, write in place
+        frames = _read_npy(present[ids[row]], headers[row], fmt, dim, dtype, buffers)
+        writer.write_video(position, frames, labels_of(row, len(frames)), source=str(present[ids[row]]),
+                           checked=True)
+
+    with FeatureStoreWriter(out, dim, dtype, total_frames=int(counts.sum()), split_checksum=split.checksum,
+                            benchmark=str(split.manifest.get("benchmark", "")), fps=fps,
+                            generator=extractor or f"packed from {fmt}", simulated=False,
+                            num_classes=num_classes, params=params, force=force) as writer:
+        positions = [writer.reserve(video_id, int(count), str(present[video_id]))
+                     for video_id, count in zip(ids, counts)]
+        if fmt == "txt-dir" and workers > 1:
+            executor: futures.Executor = futures.ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("fork"))
+        else:
+            executor = futures.ThreadPoolExecutor(workers)
+        try:  # the executor stops (its running tasks done) before the writer commits or aborts
+
+            def submit(row: int) -> futures.Future:
+                if fmt == "txt-dir":
+                    return executor.submit(_load, present[ids[row]], fmt, dim, dtype)
+                return executor.submit(pack_npy, row, positions[row])
+
             window: deque = deque()
             rows = iter(range(len(ids)))
             for row in rows:  # a bounded window of videos in flight: memory stays flat
-                window.append((row, executor.submit(_load, present[ids[row]], fmt, dim, dtype)))
+                window.append((row, submit(row)))
                 if len(window) >= 2 * workers:
                     break
             while window:
                 row, future = window.popleft()
                 next_row = next(rows, None)
                 if next_row is not None:
-                    window.append((next_row, executor.submit(_load, present[ids[next_row]], fmt, dim, dtype)))
+                    window.append((next_row, submit(next_row)))
                 frames = future.result()
-                labels = None
-                if frame_labels:
-                    video = keep.iloc[row]
-                    times = frame_times(len(frames), fps, float(video["duration"]))
-                    labels = pack_frame_labels(active_classes(video["segment_classes"], video["segment_starts"],
-                                                              video["segment_ends"], times, split.num_classes))
-                writer.add(ids[row], frames, labels, source=str(present[ids[row]]), checked=True)
+                if frames is not None:  # text: parsed in a worker process, written here
+                    writer.write_video(positions[row], frames, labels_of(row, len(frames)),
+                                       source=str(present[ids[row]]), checked=True)
                 if progress is not None:
                     progress(1)
-            writer.record_missing(missing)
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+        writer.record_missing(missing)
     return PackReport(path=out, videos=len(keep), frames=int(counts.sum()), dim=dim, dtype=str(dtype),
                       missing=missing, ignored=ignored)

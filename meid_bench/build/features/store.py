@@ -21,6 +21,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -56,6 +57,10 @@ class FeatureStoreWriter:
 
     ``total_frames`` known in advance gives the contiguous layout (fastest to read); without it the store is
     chunked and grows. ``num_classes`` enables per-frame labels (then every :meth:`add` passes them).
+
+    A contiguous store is written in place: each video's rows go straight to their byte offset in the file (one
+    positional write, no HDF5 call, nothing gathered), so videos may also be written out of order and from
+    several threads: :meth:`reserve` them in store order, then :meth:`write_video` each one.
     """
 
     def __init__(self, path: str | os.PathLike, dim: int, dtype: str = "float32", *, total_frames: int | None = None,
@@ -87,6 +92,9 @@ class FeatureStoreWriter:
         self._pending_bytes = 0
         self._written = 0  # rows already in the file
         self._closed = False
+        self._fd: int | None = None  # contiguous store: positional writes at the datasets' offsets
+        self._lock = threading.Lock()
+        self._unwritten: set[int] = set()  # reserved videos not written yet
         try:
             self._file = h5py.File(self._tmp, "w")
             self._features = self._create("features", self.dim, self.dtype)
@@ -106,6 +114,10 @@ class FeatureStoreWriter:
             attrs["params"] = json.dumps(params or {}, sort_keys=True)
             attrs["meid_bench_version"] = __version__
             attrs["complete"] = False
+            if self.total_frames:
+                self._frames_at = int(self._features.id.get_offset())
+                self._labels_at = int(self._labels.id.get_offset()) if self._labels is not None else None
+                self._fd = os.open(self._tmp, os.O_WRONLY)
         except BaseException:
             self.abort()
             raise
@@ -138,6 +150,55 @@ class FeatureStoreWriter:
         where = source or f"video {video_id}"
         if video_id in self._seen:
             raise MeidBenchError(f"{where}: video id {video_id!r} given twice; every video is stored once")
+        frames, labels = self._prepare(frames, frame_labels, where, checked)
+        if self._fd is not None:
+            self._write_at(self.reserve(video_id, len(frames), source), frames, labels)
+            return
+        self.reserve(video_id, len(frames), source)
+        if labels is not None:
+            self._pending_labels.append(labels)
+        self._pending.append(frames)
+        self._pending_bytes += frames.nbytes
+        if self._pending_bytes >= _FLUSH_BYTES or frames.nbytes >= _DIRECT_BYTES:
+            self._flush()
+
+    def reserve(self, video_id: str, num_frames: int, source: str = "") -> int:
+        """Give the next video of the store ``num_frames`` rows; returns its position. Its frames come with
+        :meth:`write_video` (contiguous stores) or right away (:meth:`add`). Call from one thread, in store order."""
+        where = source or f"video {video_id}"
+        if video_id in self._seen:
+            raise MeidBenchError(f"{where}: video id {video_id!r} given twice; every video is stored once")
+        if num_frames < 1:
+            raise MeidBenchError(f"{where}: no frames; every video holds at least one")
+        if self.total_frames is not None and self._offsets[-1] + num_frames > self.total_frames:
+            raise MeidBenchError(f"{where}: more frames than the {self.total_frames} announced (a source file "
+                                 "changed while packing?); pack again")
+        self._seen.add(video_id)
+        self._ids.append(video_id)
+        self._offsets.append(self._offsets[-1] + int(num_frames))
+        position = len(self._ids) - 1
+        if self._fd is not None:
+            with self._lock:
+                self._unwritten.add(position)
+        return position
+
+    def write_video(self, position: int, frames: np.ndarray, frame_labels: np.ndarray | None = None,
+                    source: str = "", checked: bool = False) -> None:
+        """Write the frames (and labels) of the reserved video at ``position`` in place; safe from several
+        threads at once. Arguments as for :meth:`add`."""
+        if self._fd is None:
+            raise ValueError("write_video needs a contiguous store (total_frames given)")
+        where = source or f"video {self._ids[position]}"
+        frames, labels = self._prepare(frames, frame_labels, where, checked)
+        rows = self._offsets[position + 1] - self._offsets[position]
+        if len(frames) != rows:
+            raise MeidBenchError(f"{where}: {len(frames)} frames, {rows} were reserved (a source file changed "
+                                 "while packing?); pack again")
+        self._write_at(position, frames, labels)
+
+    def _prepare(self, frames: np.ndarray, frame_labels: np.ndarray | None, where: str, checked: bool
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Frames in the store dtype, checked finite, and labels checked: nothing is recorded before this."""
         frames = np.asarray(frames)
         if frames.ndim != 2 or frames.shape[1] != self.dim or frames.shape[0] < 1:
             raise MeidBenchError(f"{where}: features of shape {frames.shape}, expected [frames >= 1, {self.dim}]")
@@ -147,21 +208,22 @@ class FeatureStoreWriter:
                 frames = frames.astype(self.dtype)
         if not checked:
             check_finite(frames, where)
+        labels = None
         if self.num_classes:
             if frame_labels is None or np.shape(frame_labels) != (len(frames), packed_width(self.num_classes)):
                 raise MeidBenchError(f"{where}: per-frame labels missing or of the wrong shape "
                                      f"{None if frame_labels is None else np.shape(frame_labels)}")
-            self._pending_labels.append(np.asarray(frame_labels, dtype=np.uint8))
-        if self.total_frames is not None and self._offsets[-1] + len(frames) > self.total_frames:
-            raise MeidBenchError(f"{where}: more frames than the {self.total_frames} announced (a source file "
-                                 "changed while packing?); pack again")
-        self._seen.add(video_id)
-        self._ids.append(video_id)
-        self._offsets.append(self._offsets[-1] + len(frames))
-        self._pending.append(frames)
-        self._pending_bytes += frames.nbytes
-        if self._pending_bytes >= _FLUSH_BYTES or frames.nbytes >= _DIRECT_BYTES:
-            self._flush()
+            labels = np.asarray(frame_labels, dtype=np.uint8)
+        return frames, labels
+
+    def _write_at(self, position: int, frames: np.ndarray, labels: np.ndarray | None) -> None:
+        row = self._offsets[position]
+        _pwrite_all(self._fd, frames, self._frames_at + row * self.dim * self.dtype.itemsize, self._tmp)
+        if labels is not None:
+            _pwrite_all(self._fd, labels, self._labels_at + row * labels.shape[1], self._tmp)
+        with self._lock:
+            self._unwritten.discard(position)
+            self._written += len(frames)
 
     def record_missing(self, video_ids: Iterable[str]) -> None:
         """Record videos of the split that have no features (a store packed with --allow-missing)."""
@@ -209,7 +271,10 @@ class FeatureStoreWriter:
         """Write the index and the ``complete`` mark, close, and move the file into place. Returns the path."""
         try:
             self._flush()
-            if self.total_frames is not None and self._written != self.total_frames:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if self.total_frames is not None and (self._written != self.total_frames or self._unwritten):
                 raise MeidBenchError(f"{self.path}: {self._written} frames written, {self.total_frames} announced "
                                      "(a source file changed while packing?); pack again")
             self._write_strings("video_ids", self._ids)
@@ -236,6 +301,9 @@ class FeatureStoreWriter:
             return
         self._closed = True
         try:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
             file = getattr(self, "_file", None)
             if file is not None and file.id.valid:
                 file.close()
@@ -250,6 +318,19 @@ class FeatureStoreWriter:
             self.commit()
         else:
             self.abort()
+
+
+def _pwrite_all(fd: int, array: np.ndarray, offset: int, path: Path) -> None:
+    """Write a C-contiguous array's bytes at ``offset`` of the file ``fd``, however many calls it takes."""
+    view = memoryview(np.ascontiguousarray(array)).cast("B")
+    done = 0
+    while done < len(view):
+        try:
+            written = os.pwrite(fd, view[done:], offset + done)
+        except OSError as exc:
+            raise MeidBenchError(f"{path}: could not write ({exc.strerror}); free space or fix the folder and "
+                                 "write the store again") from None
+        done += written
 
 
 def check_finite(frames: np.ndarray, where: str) -> None:
