@@ -31,8 +31,17 @@ def videolt_lengths(count: int, seed: int = 0, mean: float | None = None) -> np.
     return np.clip(np.round(lengths), 1, VIDEOLT_MAX_FRAMES).astype(np.int64)
 
 
-def write_bench_split(path: Path, video_ids: list[str], num_classes: int = 10, seed: int = 0) -> Path:
-    """``video_ids`` with random labels and no segments: the last two are val and test, the others train."""
+def videolt_groups(num_classes: int) -> list[str]:
+    """Head / medium / tail in VideoLT's proportions (47 / 617 / 340 of 1,004 classes), at least one tail."""
+    head = max(1, round(num_classes * 47 / 1004))
+    tail = max(1, round(num_classes * 340 / 1004))
+    return ["head"] * head + ["medium"] * (num_classes - head - tail) + ["tail"] * tail
+
+
+def write_bench_split(path: Path, video_ids: list[str], num_classes: int = 10, seed: int = 0,
+                      groups: list[str] | None = None) -> Path:
+    """``video_ids`` with random labels and no segments: the last two are val and test, the others train. Every
+    class is "head" unless ``groups`` says otherwise."""
     rng = np.random.default_rng(seed)
     labels = [sorted(rng.choice(num_classes, size=int(rng.integers(1, 3)), replace=False).tolist())
               for _ in video_ids]
@@ -48,7 +57,7 @@ def write_bench_split(path: Path, video_ids: list[str], num_classes: int = 10, s
                         "class_name": [f"class {k}" for k in range(num_classes)],
                         "original_train_count": counts, "target": counts.astype(float), "train_count": counts,
                         "val_count": np.zeros(num_classes, np.int64), "test_count": np.zeros(num_classes, np.int64),
-                        "train_seconds": np.zeros(num_classes), "group": ["head"] * num_classes},
+                        "train_seconds": np.zeros(num_classes), "group": groups or ["head"] * num_classes},
                        schema=CLASS_SCHEMA)
     tables = {"train": table(video_ids[:-2], labels[:-2]), "val": table(video_ids[-2:-1], labels[-2:-1]),
               "test": table(video_ids[-1:], labels[-1:]), "classes": classes}
