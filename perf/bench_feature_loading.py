@@ -13,6 +13,8 @@ holds at most one phase (about 8 GB at the defaults). Loaders, each with ``--wor
 - ``store batches``: what ``meid-bench train --resident no --workers N`` reads, i.e.
   :class:`meid_bench.train.batches.TrainStream` (instance sampler, batch 128, 60 random frames): one gather per
   batch from a memory map of the store into reused buffers, ``--workers`` read-ahead threads.
+- ``store batches f16`` (float16 phase): the same, float16 kept as float16 (``BatchGatherer(widen=False)``): the
+  host's part of the streamed path when training on a GPU, which widens on the device.
 - ``store items`` (``--with-items``): :class:`meid_bench.data.VideoFeatureDataset` in the same DataLoader as the
   reference (the per-item path, kept for users' own pipelines).
 
@@ -44,7 +46,7 @@ from _fixtures import (VIDEOLT_DIM, VIDEOLT_TRAIN_VIDEOS, cached_fraction, drop_
 
 from meid_bench import load_split  # noqa: E402
 from meid_bench.build.features import FeatureStoreWriter  # noqa: E402
-from meid_bench.data import VideoFeatureDataset  # noqa: E402
+from meid_bench.data import BatchGatherer, VideoFeatureDataset  # noqa: E402
 from meid_bench.train.batches import TrainStream  # noqa: E402
 
 FRAMES, BATCH = 60, 128
@@ -93,7 +95,13 @@ class Loaders:
         self.count = len(ids)
         self.files = {REFERENCE: sorted((root / "npy").iterdir()), "store batches": [store]}
         self.loaders = {REFERENCE: self._loader(NpyPerVideo(root / "npy", ids))}
-        self.stream = TrainStream(self.dataset, "instance", False, BATCH, 0, torch.device("cpu"), workers=workers)
+        self.streams = {"store batches": TrainStream(self.dataset, "instance", False, BATCH, 0, torch.device("cpu"),
+                                                     workers=workers)}
+        if dtype == "float16":
+            kept = TrainStream(self.dataset, "instance", False, BATCH, 0, torch.device("cpu"), workers=workers)
+            kept.streamed.gatherer = BatchGatherer(self.dataset.store, "cpu", workers, widen=False)
+            self.streams["store batches f16"] = kept
+            self.files["store batches f16"] = [store]
         if with_items:
             self.files["store items"] = [store]
             self.loaders["store items"] = self._loader(self.dataset)
@@ -106,14 +114,14 @@ class Loaders:
 
     @property
     def names(self) -> list[str]:
-        return [REFERENCE, "store batches", *(["store items"] if "store items" in self.loaders else [])]
+        return [REFERENCE, *self.streams, *(["store items"] if "store items" in self.loaders else [])]
 
     def _pass(self, name: str, number: int) -> int:
         delivered = 0
-        if name == "store batches":
-            for batch in self.stream.epoch(number):
+        if name in self.streams:
+            for batch in self.streams[name].epoch(number):
                 delivered += batch["features"].shape[0]
-            self.stream.streamed.gatherer.unmap()  # so that a later eviction reaches every page
+            self.streams[name].streamed.gatherer.unmap()  # so that a later eviction reaches every page
             gc.collect()
             return delivered
         loader = self.loaders[name]

@@ -40,5 +40,5 @@ def test_loading_benchmark_runs_on_a_tiny_store(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     for state in ("warm", "cold"):
         assert state in out
-    assert out.count("store batches") == 2 and out.count("store items") == 2
+    assert out.count("store batches") == 4 and out.count("store batches f16") == 2 and out.count("store items") == 2
     assert list(tmp_path.iterdir()) == []

@@ -27,6 +27,9 @@ from meid_bench.data.frame_sampling import draw_frames, uniform_frames
 from meid_bench.data.samplers import label_masks
 
 
+_ADVICE = hasattr(mmap.mmap, "madvise") and hasattr(mmap, "MADV_RANDOM") and hasattr(mmap, "MADV_WILLNEED")
+
+
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
 
@@ -36,7 +39,9 @@ class MappedFrames:
 
     The map is advised MADV_RANDOM: a page fault then reads only its page, not the kernel's read-around window
     (often megabytes) around it. :meth:`prefetch` asks the kernel to start reading row ranges (MADV_WILLNEED)
-    without waiting, so that the reads of a whole batch are in flight at once before it is gathered.
+    without waiting, so that the reads of a whole batch are in flight at once before it is gathered. (Where the
+    platform has no madvise, pages are simply read on first touch.) The store is checked at open to hold all its
+    frames; a store truncated while mapped would end the process (SIGBUS), as with any memory map.
     """
 
     def __init__(self, store: FeatureStore) -> None:
@@ -49,12 +54,15 @@ class MappedFrames:
         length = self._skip + store.total_frames * self.row_bytes
         with open(store.path, "rb") as handle:
             self._map = mmap.mmap(handle.fileno(), length, access=mmap.ACCESS_READ, offset=self._start)
-        self._map.madvise(mmap.MADV_RANDOM)
+        if _ADVICE:
+            self._map.madvise(mmap.MADV_RANDOM)
         self.matrix = np.frombuffer(self._map, dtype=store.dtype, count=store.total_frames * store.dim,
                                     offset=self._skip).reshape(store.total_frames, store.dim)
 
     def prefetch(self, lo: np.ndarray, hi: np.ndarray) -> None:
         """Start reading rows ``lo[i]:hi[i]`` for every i (page-aligned outward)."""
+        if not _ADVICE:
+            return
         page = mmap.PAGESIZE
         first = (self._skip + np.asarray(lo, np.int64) * self.row_bytes) // page * page
         last = self._skip + np.asarray(hi, np.int64) * self.row_bytes
@@ -69,13 +77,15 @@ class BatchGatherer:
     """Gathers batches of store rows into float32 tensors on ``device``, ``threads`` batches ahead.
 
     :meth:`gather` takes int64 row arrays (any shape, e.g. [videos, frames]) and yields float32 tensors of shape
-    ``rows.shape + (dim,)``. Buffers are reused: on the CPU a yielded tensor is valid until the next one is
-    requested (clone it to keep it); on an accelerator each yielded tensor is a fresh device tensor.
-    ``threads=0`` gathers in the calling thread, without read-ahead.
+    ``rows.shape + (dim,)`` (in the store's dtype with ``widen=False``). Buffers are reused: on the CPU a yielded
+    tensor is valid until the next one is requested (clone it to keep it); on an accelerator each yielded tensor
+    is a fresh device tensor. ``threads=0`` gathers in the calling thread, without read-ahead.
     """
 
-    def __init__(self, store: FeatureStore, device: str | torch.device = "cpu", threads: int = 1) -> None:
+    def __init__(self, store: FeatureStore, device: str | torch.device = "cpu", threads: int = 1,
+                 widen: bool = True) -> None:
         self.store, self.device, self.threads = store, torch.device(device), max(0, int(threads))
+        self.widen = bool(widen)
         self._mapped: MappedFrames | None = None
         self._pid = -1
         self._hosts: list[torch.Tensor] | None = None
@@ -93,14 +103,18 @@ class BatchGatherer:
             self._pid = os.getpid()
         return self._mapped
 
+    def _advise(self, rows: np.ndarray) -> None:
+        """Start reading the pages of ``rows`` (a contiguous store), without waiting."""
+        mapped = self._frames()
+        if mapped is None or len(rows) == 0:
+            return
+        steps = np.diff(rows)  # each video's rows are sorted: a run ends where rows go back or jump
+        breaks = np.flatnonzero((steps < 0) | (steps > READ_GAP_ROWS)) + 1
+        mapped.prefetch(rows[np.concatenate([[0], breaks])], rows[np.concatenate([breaks - 1, [len(rows) - 1]])] + 1)
+
     def _gather_into(self, rows: np.ndarray, out: np.ndarray) -> None:
         mapped = self._frames()
         if mapped is not None:
-            # Start every read of the batch at once (each video's rows are sorted), then copy.
-            steps = np.diff(rows)
-            breaks = np.flatnonzero((steps < 0) | (steps > READ_GAP_ROWS)) + 1
-            mapped.prefetch(rows[np.concatenate([[0], breaks])],
-                            rows[np.concatenate([breaks - 1, [len(rows) - 1]])] + 1)
             # mode="clip": no bounds-checking copy of the output (rows come from the store's own offsets)
             np.take(mapped.matrix, rows, axis=0, out=out, mode="clip")
             return
@@ -124,7 +138,7 @@ class BatchGatherer:
             self._hosts = [torch.empty(shape, dtype=dtype, pin_memory=pin) for _ in range(self.threads + 1)]
             # On the CPU a float16 store is widened once more, into reused float32 buffers, by the gathering thread.
             self._widened = ([torch.empty(shape, dtype=torch.float32) for _ in range(self.threads + 1)]
-                             if self.device.type == "cpu" and dtype != torch.float32 else None)
+                             if self.widen and self.device.type == "cpu" and dtype != torch.float32 else None)
         return self._hosts, self._widened
 
     def gather(self, row_batches: Sequence[np.ndarray]) -> Iterator[torch.Tensor]:
@@ -139,11 +153,20 @@ class BatchGatherer:
         hosts, widened = self._buffers(max(int(np.asarray(rows).size) for rows in row_batches))
         copied = self._copied
 
+        def rows_of(i: int) -> np.ndarray:
+            return np.ascontiguousarray(row_batches[i], dtype=np.int64).reshape(-1)
+
         def fill(i: int) -> int:
+            # The reads of batch i + slots start now (those of the first batches at their own turn), so that a
+            # cold store has the next batches' reads in flight while this one is copied.
+            if i < slots:
+                self._advise(rows_of(i))
+            if i + slots < count:
+                self._advise(rows_of(i + slots))
             slot = i % slots
             if copied[slot] is not None:
                 copied[slot].synchronize()
-            rows = np.ascontiguousarray(row_batches[i], dtype=np.int64).reshape(-1)
+            rows = rows_of(i)
             self._gather_into(rows, hosts[slot][:len(rows)].numpy())
             if widened is not None:
                 widened[slot][:len(rows)].copy_(hosts[slot][:len(rows)])
@@ -158,7 +181,7 @@ class BatchGatherer:
             if pin:
                 copied[slot] = torch.cuda.Event()
                 copied[slot].record()
-            return features.float().view(shape)
+            return (features.float() if self.widen else features).view(shape)
 
         if self.threads == 0:
             for i in range(count):
