@@ -190,3 +190,17 @@ def test_a_source_that_changes_while_packing_is_an_error(tmp_path, split, monkey
     with pytest.raises(MeidBenchError, match="changed while packing"):
         pack_features(split, source, "npy", tmp_path / "out.h5", workers=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_a_long_video_is_packed_in_pieces_and_errors_name_its_frame(tmp_path, split):
+    rng = np.random.default_rng(3)
+    videos = {v: rng.standard_normal((2, 512)).astype(np.float32) for v in _all_ids(split)}
+    long_id = _all_ids(split)[1]
+    videos[long_id] = rng.standard_normal((700, 512)).astype(np.float32)  # 1.4 MB: three pieces
+    source = _write_source(tmp_path / "src", "npy", videos)
+    pack_features(split, source, "npy", tmp_path / "ok.h5", dtype="float16", workers=2)
+    assert np.array_equal(FeatureStore(tmp_path / "ok.h5").read(long_id), videos[long_id].astype(np.float16))
+    videos[long_id][600, 7] = np.nan
+    np.save(source / f"{long_id}.npy", videos[long_id])
+    with pytest.raises(MeidBenchError, match="frame 600 holds nan"):
+        pack_features(split, source, "npy", tmp_path / "bad.h5", workers=2)

@@ -6,8 +6,8 @@
   by the number that ends the file name (the official Charades two-stream fc7 release).
 
 Packing streams: a pre-pass reads only headers (or lists folders) to size the store and give every video its rows,
-then worker threads read each ``.npy`` source with one positional read into a buffer the thread reuses, check it
-and write it straight to its rows in the store (processes parse text, whose parsing holds the GIL, and the main
+then worker threads read each ``.npy`` source in pieces (positional reads into buffers the thread reuses, small
+enough to stay in the CPU cache), check them and write them straight to their rows in the store (processes parse text, whose parsing holds the GIL, and the main
 thread writes). A bounded window of videos is in flight: memory stays flat whatever the number of videos.
 """
 
@@ -161,8 +161,11 @@ def _load(path: Path, fmt: str, dim: int, dtype: str) -> np.ndarray:
     return _load_txt_dir(path, dim, dtype) if fmt == "txt-dir" else _load_npy(path, fmt, dim, dtype)
 
 
+_CHUNK_BYTES = 512 << 10  # a source is read, checked and written in pieces this large: they stay in the CPU cache
+
+
 class _Buffers(threading.local):
-    """Per thread: a source buffer and a store-dtype buffer, grown as needed and reused from video to video."""
+    """Per thread: a source buffer and a store-dtype buffer, reused from piece to piece and video to video."""
 
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}
@@ -171,48 +174,56 @@ class _Buffers(threading.local):
         nbytes = count * dtype.itemsize
         array = self.arrays.get(name)
         if array is None or array.nbytes < nbytes:
-            array = self.arrays[name] = np.empty(max(nbytes, 1 << 20), dtype=np.uint8)
+            array = self.arrays[name] = np.empty(max(nbytes, _CHUNK_BYTES), dtype=np.uint8)
         return array[:nbytes].view(dtype)
 
 
-def _read_npy(path: Path, header: _NpyHeader, fmt: str, dim: int, dtype: str, buffers: _Buffers) -> np.ndarray:
-    """A .npy source's frames [T, dim] in the store dtype, checked finite, read with positional reads into this
-    thread's reused buffers (valid until its next call). Falls back to numpy.load where the header said so."""
+def _copy_npy(path: Path, header: _NpyHeader, fmt: str, dim: int, dtype: str, buffers: _Buffers,
+              write: Callable[[int, np.ndarray], None]) -> None:
+    """Read a .npy source piece by piece (positional reads into this thread's reused buffers), check each piece,
+    cast it to the store dtype and hand it to ``write(first_frame, frames)``. Falls back to numpy.load where the
+    header said so."""
     if header.data_offset is None:
-        return _load_npy(path, fmt, dim, dtype)
+        write(0, _load_npy(path, fmt, dim, dtype))
+        return
     frames, got_dim = _check_shape(path, fmt, header.shape, header.dtype)
     if got_dim != dim:
         raise MeidBenchError(f"{path}: features of dimension {got_dim}, the other videos have {dim}")
-    source = buffers.get("source", frames * dim, header.dtype).reshape(frames, dim)
-    view = memoryview(source.view(np.uint8).reshape(-1))
+    row_bytes = dim * header.dtype.itemsize
+    store_dtype = _store_dtype(dtype)
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
         raise MeidBenchError(f"{path}: unreadable ({exc.strerror})") from None
     try:
-        if os.fstat(fd).st_size != header.data_offset + len(view):
-            raise MeidBenchError(f"{path}: {os.fstat(fd).st_size} bytes, its header announces "
-                                 f"{header.data_offset + len(view)} (a source file changed while packing?); "
-                                 "re-export it with numpy.save and pack again")
-        done = 0
-        while done < len(view):
-            got = os.preadv(fd, [view[done:]], header.data_offset + done)
-            if got <= 0:
-                raise MeidBenchError(f"{path}: the file ended early; re-export it with numpy.save")
-            done += got
+        size = os.fstat(fd).st_size
+        if size != header.data_offset + frames * row_bytes:
+            raise MeidBenchError(f"{path}: {size} bytes, its header announces {header.data_offset + frames * row_bytes}"
+                                 " (a source file changed while packing?); re-export it with numpy.save and pack again")
+        step = max(1, _CHUNK_BYTES // row_bytes)
+        for first in range(0, frames, step):
+            count = min(step, frames - first)
+            source = buffers.get("source", count * dim, header.dtype).reshape(count, dim)
+            view = memoryview(source.view(np.uint8).reshape(-1))
+            done, at = 0, header.data_offset + first * row_bytes
+            while done < len(view):
+                got = os.preadv(fd, [view[done:]], at + done)
+                if got <= 0:
+                    raise MeidBenchError(f"{path}: the file ended early; re-export it with numpy.save")
+                done += got
+            if source.dtype == store_dtype:
+                check_finite(source, str(path), first)
+                write(first, source)
+                continue
+            if source.dtype.kind == "f":
+                check_finite(source, str(path), first)  # before the cast: the message shows the source's value
+            out = buffers.get("store", count * dim, store_dtype).reshape(count, dim)
+            with np.errstate(over="ignore"):  # overflow shows up as inf, reported just below
+                np.copyto(out, source, casting="unsafe")
+            check_finite(out, str(path), first)
+            write(first, out)
     finally:
         os.close(fd)
-    store_dtype = _store_dtype(dtype)
-    if source.dtype == store_dtype:
-        check_finite(source, str(path))
-        return source
-    if source.dtype.kind == "f":
-        check_finite(source, str(path))  # before the cast, so the message shows the source's own value
-    out = buffers.get("store", frames * dim, store_dtype).reshape(frames, dim)
-    with np.errstate(over="ignore"):  # overflow shows up as inf, reported just below
-        np.copyto(out, source, casting="unsafe")
-    check_finite(out, str(path))
-    return out
 
 
 def _first_txt_dim(folder: Path) -> int:
@@ -311,9 +322,14 @@ def pack_features(split: Any, source: str | os.PathLike, fmt: str, out: str | os
     buffers = _Buffers()
 
     def pack_npy(row: int, position: int) -> None:  # in a worker thread: read, check, write in place
-        frames = _read_npy(present[ids[row]], headers[row], fmt, dim, dtype, buffers)
-        writer.write_video(position, frames, labels_of(row, len(frames)), source=str(present[ids[row]]),
-                           checked=True)
+        path = present[ids[row]]
+        labels = labels_of(row, int(counts[row]))
+
+        def write(first: int, frames: np.ndarray) -> None:
+            piece = None if labels is None else labels[first:first + len(frames)]
+            writer.write_rows(position, first, frames, piece, source=str(path), checked=True)
+
+        _copy_npy(path, headers[row], fmt, dim, dtype, buffers, write)
 
     with FeatureStoreWriter(out, dim, dtype, total_frames=int(counts.sum()), split_checksum=split.checksum,
                             benchmark=str(split.manifest.get("benchmark", "")), fps=fps,

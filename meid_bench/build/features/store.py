@@ -94,7 +94,7 @@ class FeatureStoreWriter:
         self._closed = False
         self._fd: int | None = None  # contiguous store: positional writes at the datasets' offsets
         self._lock = threading.Lock()
-        self._unwritten: set[int] = set()  # reserved videos not written yet
+        self._unwritten: dict[int, int] = {}  # reserved videos not fully written: frames still to come
         try:
             self._file = h5py.File(self._tmp, "w")
             self._features = self._create("features", self.dim, self.dtype)
@@ -152,7 +152,7 @@ class FeatureStoreWriter:
             raise MeidBenchError(f"{where}: video id {video_id!r} given twice; every video is stored once")
         frames, labels = self._prepare(frames, frame_labels, where, checked)
         if self._fd is not None:
-            self._write_at(self.reserve(video_id, len(frames), source), frames, labels)
+            self._write_at(self.reserve(video_id, len(frames), source), 0, frames, labels)
             return
         self.reserve(video_id, len(frames), source)
         if labels is not None:
@@ -179,25 +179,36 @@ class FeatureStoreWriter:
         position = len(self._ids) - 1
         if self._fd is not None:
             with self._lock:
-                self._unwritten.add(position)
+                self._unwritten[position] = int(num_frames)
         return position
 
     def write_video(self, position: int, frames: np.ndarray, frame_labels: np.ndarray | None = None,
                     source: str = "", checked: bool = False) -> None:
         """Write the frames (and labels) of the reserved video at ``position`` in place; safe from several
         threads at once. Arguments as for :meth:`add`."""
-        if self._fd is None:
-            raise ValueError("write_video needs a contiguous store (total_frames given)")
-        where = source or f"video {self._ids[position]}"
-        frames, labels = self._prepare(frames, frame_labels, where, checked)
         rows = self._offsets[position + 1] - self._offsets[position]
         if len(frames) != rows:
-            raise MeidBenchError(f"{where}: {len(frames)} frames, {rows} were reserved (a source file changed "
-                                 "while packing?); pack again")
-        self._write_at(position, frames, labels)
+            raise MeidBenchError(f"{source or f'video {self._ids[position]}'}: {len(frames)} frames, {rows} were "
+                                 "reserved (a source file changed while packing?); pack again")
+        self.write_rows(position, 0, frames, frame_labels, source, checked)
 
-    def _prepare(self, frames: np.ndarray, frame_labels: np.ndarray | None, where: str, checked: bool
-                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    def write_rows(self, position: int, first: int, frames: np.ndarray, frame_labels: np.ndarray | None = None,
+                   source: str = "", checked: bool = False) -> None:
+        """Write frames ``first..first + len(frames)`` (and their labels) of the reserved video at ``position``
+        in place, each frame once; the video counts as written when all its frames are. Safe from several threads
+        at once; a long video can go in pieces that stay in the CPU's cache."""
+        if self._fd is None:
+            raise ValueError("write_rows needs a contiguous store (total_frames given)")
+        where = source or f"video {self._ids[position]}"
+        rows = self._offsets[position + 1] - self._offsets[position]
+        if first < 0 or first + len(frames) > rows:
+            raise MeidBenchError(f"{where}: frames {first}..{first + len(frames) - 1} lie outside the {rows} "
+                                 "reserved (a source file changed while packing?); pack again")
+        frames, labels = self._prepare(frames, frame_labels, where, checked, first)
+        self._write_at(position, first, frames, labels)
+
+    def _prepare(self, frames: np.ndarray, frame_labels: np.ndarray | None, where: str, checked: bool,
+                 first: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
         """Frames in the store dtype, checked finite, and labels checked: nothing is recorded before this."""
         frames = np.asarray(frames)
         if frames.ndim != 2 or frames.shape[1] != self.dim or frames.shape[0] < 1:
@@ -207,7 +218,7 @@ class FeatureStoreWriter:
             with np.errstate(over="ignore"):  # overflow shows up as inf, reported just below
                 frames = frames.astype(self.dtype)
         if not checked:
-            check_finite(frames, where)
+            check_finite(frames, where, first)
         labels = None
         if self.num_classes:
             if frame_labels is None or np.shape(frame_labels) != (len(frames), packed_width(self.num_classes)):
@@ -216,13 +227,17 @@ class FeatureStoreWriter:
             labels = np.asarray(frame_labels, dtype=np.uint8)
         return frames, labels
 
-    def _write_at(self, position: int, frames: np.ndarray, labels: np.ndarray | None) -> None:
-        row = self._offsets[position]
+    def _write_at(self, position: int, first: int, frames: np.ndarray, labels: np.ndarray | None) -> None:
+        row = self._offsets[position] + first
         _pwrite_all(self._fd, frames, self._frames_at + row * self.dim * self.dtype.itemsize, self._tmp)
         if labels is not None:
             _pwrite_all(self._fd, labels, self._labels_at + row * labels.shape[1], self._tmp)
         with self._lock:
-            self._unwritten.discard(position)
+            left = self._unwritten.get(position, 0) - len(frames)
+            if left > 0:
+                self._unwritten[position] = left
+            else:
+                self._unwritten.pop(position, None)
             self._written += len(frames)
 
     def record_missing(self, video_ids: Iterable[str]) -> None:
@@ -333,8 +348,9 @@ def _pwrite_all(fd: int, array: np.ndarray, offset: int, path: Path) -> None:
         done += written
 
 
-def check_finite(frames: np.ndarray, where: str) -> None:
-    """Raise a MeidBenchError naming the first frame holding NaN or inf."""
+def check_finite(frames: np.ndarray, where: str, first_frame: int = 0) -> None:
+    """Raise a MeidBenchError naming the first frame holding NaN or inf (``frames`` being frames
+    ``first_frame..`` of a video)."""
     if frames.size == 0 or (np.isfinite(frames.min()) and np.isfinite(frames.max())):
         return  # min and max are NaN or infinite as soon as one value is: two fast passes, no temporary
     finite = np.isfinite(frames)
@@ -342,7 +358,7 @@ def check_finite(frames: np.ndarray, where: str) -> None:
         row = int(np.argwhere(~finite.all(axis=1))[0, 0])
         value = frames[row][~finite[row]][0]
         hint = "; values above 65504 overflow float16, use --dtype float32" if frames.dtype == np.float16 else ""
-        raise MeidBenchError(f"{where}: frame {row} holds {value} (features must be finite){hint}")
+        raise MeidBenchError(f"{where}: frame {first_frame + row} holds {value} (features must be finite){hint}")
 
 
 class FeatureStore:
