@@ -104,14 +104,17 @@ def select_videos(label_offsets: np.ndarray, label_values: np.ndarray, targets: 
         entries = label_values[_flat_rows(label_offsets, candidates)]
         entry_rows = np.repeat(np.arange(len(candidates)), lengths[candidates])
         alive = np.arange(len(candidates))
+        taken = np.zeros(len(candidates), dtype=bool)
+        ties = tie_break[candidates]
         while counts[k] < goal and len(alive):
-            gain_add = steps.up[classes, counts]
-            gain = _row_sums(entry_rows, entries, gain_add, len(candidates))[alive] + tie_break[candidates[alive]]
+            gain = _row_sums(entry_rows, entries, steps.up[classes, counts], len(candidates))[alive] + ties[alive]
             take = min(len(alive), max(1, (goal - counts[k] + 1) // 2))
             order = np.argsort(gain, kind="stable")
-            chosen = candidates[alive[order[:take]]]
-            selected[chosen] = True
-            counts += np.bincount(label_values[_flat_rows(label_offsets, chosen)], minlength=num_classes)
+            chosen = alive[order[:take]]
+            selected[candidates[chosen]] = True
+            taken[:] = False
+            taken[chosen] = True
+            counts += np.bincount(entries[taken[entry_rows]], minlength=num_classes)
             alive = alive[np.sort(order[take:])]
 
     # 2. Local search: rounds of improving additions / removals. Each round ranks the moves by their gain, then
@@ -123,6 +126,9 @@ def select_videos(label_offsets: np.ndarray, label_values: np.ndarray, targets: 
     # selected video's entries point at "down" (its move is a removal). Kept up to date move by move.
     key = label_values + num_classes * selected[owners]
     offsets = label_offsets.tolist()
+    # Flat views of the step tables, and each label entry's row in them: one take per looked-up move.
+    up_flat, down_flat = steps.up.ravel(), steps.down.ravel()
+    flat_rows = label_values.astype(np.int64) * steps.up.shape[1]
     while moves < max_moves:
         changes = np.concatenate([steps.up[classes, counts], steps.down[classes, counts]])
         gain = np.bincount(owners, weights=changes.take(key), minlength=num_videos) + tie_break
@@ -136,10 +142,11 @@ def select_videos(label_offsets: np.ndarray, label_values: np.ndarray, targets: 
             start, end = offsets[video], offsets[video + 1]
             touched = label_values[start:end]
             removing = selected[video]
-            fresh = (steps.down if removing else steps.up)[touched, counts[touched]].sum()
+            at = counts.take(touched)
+            fresh = np.add.reduce((down_flat if removing else up_flat).take(flat_rows[start:end] + at))
             if fresh >= -1e-9:
                 continue
-            counts[touched] += -1 if removing else 1
+            counts[touched] = at + (-1 if removing else 1)
             selected[video] = not removing
             key[start:end] += -num_classes if removing else num_classes
             moves += 1
