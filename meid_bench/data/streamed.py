@@ -92,16 +92,19 @@ class BatchGatherer:
         self._widened: list[torch.Tensor] | None = None
         self._copied: list[Any] = []  # accelerator: per host buffer, an event marking its last copy to the device
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
 
     def unmap(self) -> None:
         """Release the memory map of the store (the next gather maps it again); buffers are kept."""
-        self._mapped, self._pid = None, -1
+        with self._lock:
+            self._mapped, self._pid = None, -1
 
     def _frames(self) -> MappedFrames | None:
-        if self._pid != os.getpid():  # map in each process; never reuse a parent's mapping
-            self._mapped = MappedFrames(self.store) if self.store.frames_offset is not None else None
-            self._pid = os.getpid()
-        return self._mapped
+        with self._lock:  # gathering threads share one map
+            if self._pid != os.getpid():  # map in each process; never reuse a parent's mapping
+                self._mapped = MappedFrames(self.store) if self.store.frames_offset is not None else None
+                self._pid = os.getpid()
+            return self._mapped
 
     def _advise(self, rows: np.ndarray) -> None:
         """Start reading the pages of ``rows`` (a contiguous store), without waiting."""
@@ -121,7 +124,7 @@ class BatchGatherer:
         # A chunked store: read each run of consecutive wanted rows once, then place them.
         unique, inverse = np.unique(rows, return_inverse=True)
         runs = np.split(unique, np.flatnonzero(np.diff(unique) != 1) + 1)
-        with self._lock:  # one HDF5 handle, opened once
+        with self._read_lock:  # one HDF5 handle, opened once
             block = np.concatenate([self.store.read_rows(int(r[0]), int(r[-1]) + 1) for r in runs])
         np.take(block, inverse.reshape(-1), axis=0, out=out)
 
