@@ -38,6 +38,7 @@ _FLUSH_BYTES = 8 << 20  # gather small videos into writes of about this size: fe
 _DIRECT_BYTES = 256 << 10  # a video this large is written at once (gathering would only add a copy)
 _CHUNK_BYTES = 1 << 20  # row chunk of a resizable store
 _SPAN_BYTES = 1 << 20  # read a sampled video's whole row span when it is at most this large
+_ALIGN, _ALIGN_ABOVE = 4096, 64 << 10  # datasets of at least 64 KiB start at a multiple of 4096 bytes
 
 
 def _store_dtype(dtype: str) -> np.dtype:
@@ -96,7 +97,9 @@ class FeatureStoreWriter:
         self._lock = threading.Lock()
         self._unwritten: dict[int, int] = {}  # reserved videos not fully written: frames still to come
         try:
-            self._file = h5py.File(self._tmp, "w")
+            # Large datasets start on a page boundary: a float16 row of 2048 values is then exactly one page of the
+            # file, so a reader's sampled rows cost one page each, not two.
+            self._file = h5py.File(self._tmp, "w", alignment_threshold=_ALIGN_ABOVE, alignment_interval=_ALIGN)
             self._features = self._create("features", self.dim, self.dtype)
             self._labels = (self._create("frame_labels", packed_width(self.num_classes), np.dtype(np.uint8))
                             if self.num_classes else None)
