@@ -181,3 +181,8 @@ def probe(split_dir: Path, store_path: Path | None, train_subset: str, eval_subs
     for group in ("all", "head", "medium", "tail"):
         suffix = "" if group == "all" else f"_{group}"
         click.echo(f"{group:8} {result['mAP' + suffix]:7.3f} {result['chance' + suffix]:7.3f}")
+
+
+from meid_bench.cli.extract import extract as _extract  # noqa: E402
+
+features.add_command(_extract)
