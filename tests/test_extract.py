@@ -333,3 +333,128 @@ def test_cli_extracts_with_the_real_architecture(tmp_path):
     store = FeatureStore(split_dir / "features.h5")  # the split's default store
     assert store.total_frames == expected and store.dim == 2048
     assert json.loads(store.attrs["preprocessing"])["resize"] == [232]
+
+
+# -- backbones and weights -------------------------------------------------------------------------------------------
+
+# torchvision's documented parameter counts (``meta["num_params"]`` of each weights enum, torchvision 0.29.1).
+PUBLISHED_PARAMS = {"resnet50": 25_557_032, "resnet101": 44_549_160, "r2plus1d_18": 31_505_325,
+                    "r3d_18": 33_371_472, "mc3_18": 11_695_440}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS))
+def test_published_architectures_have_torchvisions_parameter_counts(name):
+    from meid_bench.extract.backbones import build_backbone
+    from meid_bench.extract.catalog import BACKBONES
+
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = build_backbone(name)
+    assert sum(p.numel() for p in model.parameters()) == PUBLISHED_PARAMS[name]
+    assert model.dim == BACKBONES[name].dim and model.fc.in_features == model.dim
+
+
+def test_a_local_weights_file(media, tmp_path):
+    from meid_bench.extract.backbones import build_backbone
+
+    tiny = build_backbone("resnet50", width=8, blocks=(1, 1, 1, 1), seed=7)
+    torch.save(tiny.state_dict(), tmp_path / "mine.pth")
+    report = extract_features(options(media, tmp_path / "a.h5", weights=str(tmp_path / "mine.pth")))
+    attrs = FeatureStore(report.path).attrs
+    assert attrs["weights"] == "file:mine.pth" and attrs["weights_sha256"] == digest(tmp_path / "mine.pth")
+    seeded = extract_features(options(media, tmp_path / "b.h5"))  # random weights, seed 0: other features
+    assert not np.array_equal(FeatureStore(report.path).read("TR0000"), FeatureStore(seeded.path).read("TR0000"))
+    torch.save(build_backbone("r2plus1d_18", width=8, blocks=(1, 1, 1, 1)).state_dict(), tmp_path / "clip.pth")
+    with pytest.raises(MeidBenchError, match="clip.pth: does not fit resnet50"):
+        extract_features(options(media, tmp_path / "c.h5", weights=str(tmp_path / "clip.pth")))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(MeidBenchError, match="junk.pth: not a readable torch weights file"):
+        extract_features(options(media, tmp_path / "d.h5", weights=str(tmp_path / "junk.pth")))
+
+
+def test_published_weights_are_downloaded_once_and_checked(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    from meid_bench.extract import weights as weights_module
+    from meid_bench.extract.catalog import BackboneInfo, WeightSet
+
+    payload = tmp_path / "payload.pth"
+    torch.save({"w": torch.ones(3)}, payload)
+    prefix = digest(payload)[:8]
+    info = BackboneInfo("toynet", "frame", 3, (WeightSet("TOY_V1", f"https://example.invalid/toy-{prefix}.pth",
+                                                         FRAME_PRE),), "TOY_V1")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    downloads = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        downloads.append((url, hash_prefix))
+        Path(dst).write_bytes(payload.read_bytes())
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    first = weights_module.resolve_weights(info, "default")
+    again = weights_module.resolve_weights(info, "toy_v1")
+    assert downloads == [(f"https://example.invalid/toy-{prefix}.pth", prefix)]  # once, hash prefix checked
+    assert first == again and first.label == "TOY_V1" and first.sha256 == digest(payload)
+    assert first.path == tmp_path / "hub" / "checkpoints" / f"toy-{prefix}.pth"
+    first.path.write_bytes(b"damaged")
+    with pytest.raises(MeidBenchError, match="a damaged download"):
+        weights_module.resolve_weights(info, "default")
+    first.path.unlink()
+
+    def offline(url, dst, hash_prefix=None, progress=True):
+        raise URLError("no route to host")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(MeidBenchError, match=r"could not download .*toy-.*pass --weights FILE"):
+        weights_module.resolve_weights(info, "default")
+    # A local copy of a published file is recognised by its sha256 and gets that weight set's preprocessing.
+    from meid_bench.extract.catalog import BACKBONES
+
+    v1 = BACKBONES["resnet50"].weight_set("IMAGENET1K_V1")
+    monkeypatch.setattr(weights_module, "known_weight_file", lambda sha: (BACKBONES["resnet50"], v1))
+    local = weights_module.resolve_weights(BACKBONES["resnet50"], str(payload))
+    assert local.label == "IMAGENET1K_V1" and local.preprocessing.resize == (256,) and local.path == payload
+    with pytest.raises(MeidBenchError, match="the published resnet50 IMAGENET1K_V1 weights, not resnet101 ones"):
+        weights_module.resolve_weights(BACKBONES["resnet101"], str(payload))
+
+
+# -- feature specification -------------------------------------------------------------------------------------------
+
+def test_feature_specification_of_a_store(media, stores, tmp_path):
+    from meid_bench.extract.spec import FEATURE_SPECS, SPEC_FPS, describe_spec, spec_of
+
+    tiny = FeatureStore(stores[("resnet50", "videos")]).attrs
+    assert describe_spec(tiny) == ("feature specification: none (backbone resnet50(width=8,blocks=[1, 1, 1, 1]) is "
+                                   "in no specification)")
+    assert spec_of({**tiny, "backbone": "resnet101"})[1].startswith(
+        "closest is v1-frame, but weights random are not IMAGENET1K_V2 (sha256 cd907fc2...); benchmark toy has no "
+        "specification")
+    spec = FEATURE_SPECS["frame"].expected()
+    following = {"backbone": "resnet101", "weights": "IMAGENET1K_V2", "benchmark": "charadeslt", "fps": 4.0,
+                 "weights_sha256": spec["weights_sha256_prefix"] + "0" * 56, "dim": 2048,
+                 "preprocessing": json.dumps(spec["preprocessing"]), "sampling": json.dumps({"fps": 4.0})}
+    assert spec_of(following) == ("v1-frame", "resnet101 IMAGENET1K_V2, 4 fps, for charadeslt")
+    assert spec_of({**following, "fps": 2.0})[1].endswith("fps 2 where the specification has 4")
+    assert spec_of({**following, "benchmark": "videolt", "fps": SPEC_FPS["videolt"]})[0] == "v1-frame"
+    assert spec_of({"simulated": True}) == (None, "simulated features")
+    assert spec_of({"generator": "packed from npy"}) == (None, "origin not recorded (packed from npy)")
+    clip = FEATURE_SPECS["clip"].expected()
+    clip_store = {**following, "backbone": "r2plus1d_18", "weights_sha256": clip["weights_sha256_prefix"] + "0",
+                  "dim": 512, "preprocessing": json.dumps(clip["preprocessing"]),
+                  "sampling": json.dumps({"clip_len": 16, "clip_fps": 15.0})}
+    assert spec_of(clip_store)[0] == "v1-clip"
+    assert "clips of 8 frames" in spec_of({**clip_store, "sampling": json.dumps({"clip_len": 8, "clip_fps": 15.0})})[1]
+    # verify and features info print the line for the split's default store.
+    split = tmp_path / "split"
+    make_split(split, sizes=(6, 2, 3))
+    (split / "features.h5").write_bytes(stores[("resnet50", "videos")].read_bytes())
+    verify = CliRunner().invoke(main, ["verify", str(split)])
+    assert verify.exit_code == 0 and "features.h5: feature specification: none (backbone resnet50(" in verify.output
+    info = CliRunner().invoke(main, ["features", "info", str(split / "features.h5")])
+    assert info.exit_code == 0 and "feature specification: none" in info.output
+
+
+def test_specification_and_catalogue_load_no_torch():
+    code = ("import sys, meid_bench.extract.spec, meid_bench.cli.build\n"
+            "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

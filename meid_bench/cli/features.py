@@ -137,6 +137,7 @@ def info(store_path: Path, split_dir: Path | None) -> None:
     """
     from meid_bench.build.features.store import FeatureStore
     from meid_bench.build.split_io import load_split
+    from meid_bench.extract.spec import describe_spec
 
     store = FeatureStore(store_path)
     lengths = store.offsets[1:] - store.offsets[:-1]
@@ -145,6 +146,7 @@ def info(store_path: Path, split_dir: Path | None) -> None:
     click.echo(f"frames per video: min {lengths.min()}, median {int(sorted(lengths)[len(lengths) // 2])}, max "
                f"{lengths.max()}; fps {store.fps if store.fps else 'unknown'}")
     click.echo(f"generator: {store.attrs.get('generator', '')}; simulated: {'YES' if store.simulated else 'no'}")
+    click.echo(describe_spec(store.attrs))
     click.echo(f"split checksum: {store.split_checksum}; benchmark: {store.attrs.get('benchmark', '')}; "
                f"missing videos: {len(store.missing_video_ids)}; per-frame labels: "
                f"{'yes' if store.has_frame_labels else 'no'}")

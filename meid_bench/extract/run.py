@@ -59,9 +59,10 @@ class ExtractOptions:
     resume: bool = False
     force: bool = False
     allow_missing: bool = False
-    width: int = 64  # tests: narrower random networks (published weights need 64)
-    blocks: Sequence[int] | None = None  # tests: fewer residual blocks per stage
-    preprocessing: Preprocessing | None = None  # tests: smaller inputs (random weights only)
+    # Tests: narrower or shallower networks and smaller inputs (random weights or an unpublished file only).
+    width: int = 64
+    blocks: Sequence[int] | None = None
+    preprocessing: Preprocessing | None = None
     flush_seconds: float = 60.0  # a kill loses at most about this much work
 
 
@@ -170,10 +171,6 @@ def _check(options: ExtractOptions) -> str:
             raise MeidBenchError(f"--{name.replace('_', '-')} {value}: must be a positive number of frames per second")
     if options.batch < 1 or options.workers < 1:
         raise MeidBenchError("--batch and --workers must be at least 1")
-    if (options.width != 64 or options.blocks is not None or options.preprocessing is not None) \
-            and options.weights != RANDOM:
-        raise MeidBenchError("a narrowed or shortened backbone, or other preprocessing, runs only with --weights "
-                             "random")
     return "videos" if options.videos is not None else "frames"
 
 
@@ -205,6 +202,10 @@ def extract_features(options: ExtractOptions, progress: Callable[[int], None] | 
                              "--out")
 
     weights = resolve_weights(info, options.weights)
+    custom = options.width != 64 or options.blocks is not None or options.preprocessing is not None
+    if custom and weights.label != RANDOM and not weights.label.startswith("file:"):
+        raise MeidBenchError(f"the published {weights.label} weights need the published architecture and "
+                             "preprocessing")
     if options.preprocessing is not None:
         weights = replace(weights, preprocessing=options.preprocessing)
     device = resolve_device(options.device)
