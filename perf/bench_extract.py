@@ -176,7 +176,7 @@ def main() -> None:
             needed = machine / args.source_fps * 4.0  # feature frames (clips) per second the GPU must sustain
             times = ", ".join(f"{name} {float(seconds) * args.source_fps / machine / 3600:.1f} h"
                               for name, seconds in (item.split("=") for item in args.benchmark_seconds))
-            print(f"   {label:22} {times}; GPU needs >= {needed:.0f} frames/s")
+            print(f"   {label:22} {times}; the GPU must run >= {needed:.0f} feature frames (clips)/s")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -14,10 +14,11 @@ _DTYPES = click.Choice(["float16", "float32"])
 
 @click.group()
 def features() -> None:
-    """Frame feature stores: pack released features, simulate proxy features, inspect, probe.
+    """Frame feature stores: extract from videos, pack released features, simulate proxy features, inspect, probe.
 
     \b
     Examples:
+      meid-bench features extract --split splits/charadeslt --videos data/Charades_v1 --backbone resnet101
       meid-bench features synth --split splits/charadeslt
       meid-bench features pack --split splits/videolt --source /data/videolt/r101 --format npy \\
           --out features/videolt-r101.h5 --dtype float16

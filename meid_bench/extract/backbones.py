@@ -19,6 +19,19 @@ from torch import nn
 from meid_bench.extract.catalog import backbone_info
 
 
+def _initialise(model: nn.Module, conv: type, norm: type, linear_std: float | None = None) -> None:
+    """torchvision's initialisation (what random-weight runs use)."""
+    for m in model.modules():
+        if isinstance(m, conv):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, norm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and linear_std is not None:
+            nn.init.normal_(m.weight, 0, linear_std)
+            nn.init.zeros_(m.bias)
+
+
 class Bottleneck(nn.Module):
     """ResNet-50/101 residual block: 1x1 reduce, 3x3 (carries the stride), 1x1 expand."""
 
@@ -60,12 +73,7 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(8 * width * Bottleneck.expansion, num_classes)
         self.dim = 8 * width * Bottleneck.expansion
-        for m in self.modules():  # torchvision's initialisation (random-weight runs)
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        _initialise(self, nn.Conv2d, nn.BatchNorm2d)
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
         downsample = None
@@ -176,15 +184,7 @@ class VideoResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
         self.fc = nn.Linear(8 * width, num_classes)
         self.dim = 8 * width
-        for m in self.modules():  # torchvision's initialisation (random-weight runs)
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        _initialise(self, nn.Conv3d, nn.BatchNorm3d, linear_std=0.01)
 
     def _make_layer(self, conv: Callable[..., nn.Module], planes: int, blocks: int, stride: int) -> nn.Sequential:
         downsample = None

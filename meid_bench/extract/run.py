@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -160,6 +160,28 @@ class _Reader:
         return decoded, duration, time.perf_counter() - started
 
 
+def _read_ahead(reader: _Reader, videos: list[tuple[str, Path, float]], workers: int) -> Iterator[tuple[str, Any]]:
+    """(video id, reader's result or its MeidBenchError) in order, ``2 * workers`` videos read ahead by threads."""
+    executor = futures.ThreadPoolExecutor(workers)
+    try:
+        window: deque = deque()
+        for video_id, source, duration in videos:
+            window.append((video_id, executor.submit(reader, source, duration)))
+            if len(window) > 2 * workers:  # a bounded window in flight: memory stays flat
+                yield _result(*window.popleft())
+        while window:
+            yield _result(*window.popleft())
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(video_id: str, future: futures.Future) -> tuple[str, Any]:
+    try:
+        return video_id, future.result()
+    except MeidBenchError as exc:
+        return video_id, exc
+
+
 def _check(options: ExtractOptions) -> str:
     if (options.videos is None) == (options.frames is None):
         raise MeidBenchError("give exactly one of --videos (a folder of video files) and --frames (a folder of frame "
@@ -233,42 +255,29 @@ def extract_features(options: ExtractOptions, progress: Callable[[int], None] | 
     reader = _Reader(info, weights.preprocessing, kind, fps, options.frames_fps)
     store_dtype = _store_dtype(options.dtype)
 
-    executor = futures.ThreadPoolExecutor(options.workers)
+    results = _read_ahead(reader, [(v, present[v], durations[v]) for v in todo], options.workers)
     try:
-        window: deque = deque()
-        pending = iter(todo)
-        for video_id in pending:  # a bounded window of videos in flight: memory stays flat
-            window.append((video_id, executor.submit(reader, present[video_id], durations[video_id])))
-            if len(window) >= 2 * options.workers:
-                break
-        while window:
-            video_id, future = window.popleft()
-            following = next(pending, None)
-            if following is not None:
-                window.append((following, executor.submit(reader, present[following], durations[following])))
-            try:
-                decoded, duration, seconds = future.result()
-            except MeidBenchError as exc:
+        for video_id, result in results:
+            if isinstance(result, MeidBenchError):
                 if not options.allow_missing:
-                    raise
-                report.missing.append((video_id, str(exc)))
-                if progress is not None:
-                    progress(1)
-                continue
-            report.decoded_frames += decoded.decoded
-            report.decode_seconds += seconds
-            report.short += int(kind == "videos" and decoded.end < duration - 1.0 / fps)
-            tick = time.perf_counter()
-            features = embed(model, decoded, weights.preprocessing, info.kind, options.batch, device, half)
-            report.backbone_seconds += time.perf_counter() - tick
-            with np.errstate(over="ignore"):
-                features = features.astype(store_dtype)
-            check_finite(features, f"{present[video_id]} ({backbone} features)")
-            work.add(video_id, features)
+                    raise result
+                report.missing.append((video_id, str(result)))
+            else:
+                decoded, duration, seconds = result
+                report.decoded_frames += decoded.decoded
+                report.decode_seconds += seconds
+                report.short += int(kind == "videos" and decoded.end < duration - 1.0 / fps)
+                tick = time.perf_counter()
+                features = embed(model, decoded, weights.preprocessing, info.kind, options.batch, device, half)
+                report.backbone_seconds += time.perf_counter() - tick
+                with np.errstate(over="ignore"):
+                    features = features.astype(store_dtype)
+                check_finite(features, f"{present[video_id]} ({backbone} features)")
+                work.add(video_id, features)
             if progress is not None:
                 progress(1)
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+        results.close()  # stops the reading threads now, also on an error
         work.flush()  # also on an error or Ctrl-C: finished videos are kept for --resume
 
     attributes = {"backbone": backbone, "weights": weights.label, "weights_sha256": weights.sha256,
