@@ -195,8 +195,10 @@ def test_resume_after_a_kill_gives_the_same_bytes(media, stores, tmp_path):
         extract_features(options(media, out))
     with pytest.raises(MeidBenchError, match="batch = 32"):
         extract_features(options(media, out, resume=True, batch=4))
-    report = extract_features(options(media, out, resume=True))
+    said, ticks = [], []
+    report = extract_features(options(media, out, resume=True), progress=ticks.append, echo=said.append)
     assert report.resumed == 2 and report.videos == 11 and not folder.exists()
+    assert said == [f"resuming: 2 videos already extracted in {folder}"] and ticks[0] == 2 and sum(ticks) == 11
     assert digest(out) == digest(stores[("resnet50", "videos")])
 
 
@@ -219,6 +221,43 @@ def test_a_cut_journal_line_is_dropped(media, tmp_path):
         again.assemble(["a", "b", "c"], 3, "float16", {})
     with pytest.raises(MeidBenchError, match="job = 1, this run has 2"):
         WorkFolder(out, {"job": 2}, resume=True, force=False)
+    journal = work.folder / "journal.jsonl"
+    journal.write_text("not json\n" + journal.read_text())
+    with pytest.raises(MeidBenchError, match="journal.jsonl:1: not a journal line"):
+        WorkFolder(out, {"job": 1}, resume=True, force=False)
+    journal.write_text(journal.read_text().split("\n", 1)[1])
+    (work.folder / "shards" / "shard-000002.npy").unlink()
+    with pytest.raises(MeidBenchError, match="shard-000002.npy is missing"):
+        WorkFolder(out, {"job": 1}, resume=True, force=False)
+    (work.folder / "job.json").unlink()
+    with pytest.raises(MeidBenchError, match="job.json is missing"):
+        WorkFolder(out, {"job": 1}, resume=True, force=False)
+    fresh = WorkFolder(out, {"job": 3}, resume=False, force=True)  # --force starts over
+    assert not fresh.done and json.loads((fresh.folder / "job.json").read_text())["job"] == 3
+    with pytest.raises(MeidBenchError, match="no video could be extracted"):
+        fresh.assemble(["a"], 3, "float16", {})
+
+
+def test_durations_from_the_sources_where_the_split_has_none(media, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from meid_bench.build.split_io import write_split
+
+    split = load_split(media / "split")
+    tables = {name: pq.read_table(media / "split" / f"{name}.parquet") for name in ("train", "val", "test", "classes")}
+    for name in ("train", "val", "test"):
+        column = tables[name].schema.get_field_index("duration")
+        tables[name] = tables[name].set_column(column, "duration", pa.nulls(len(tables[name]), pa.float64()))
+    blank = write_split(tmp_path / "blank", tables, {"format": "meid-bench-split", "format_version": 1,
+                                                    "benchmark": "toy"})
+    frames_per_video = {v.video_id: int(np.ceil(v.duration * SOURCE_FPS))
+                        for v in split_video_table(split).itertuples()}
+    for source in ("videos", "frames"):
+        store = FeatureStore(extract_features(options(media, tmp_path / f"{source}.h5", source=source,
+                                                      split=blank)).path)
+        for video_id, count in frames_per_video.items():  # the sources last ceil(duration * 12) frames of 1/12 s
+            assert store.num_frames(video_id) == max(1, round(count / SOURCE_FPS * FPS)), (source, video_id)
 
 
 # -- the store is what train reads -----------------------------------------------------------------------------------
@@ -306,6 +345,16 @@ def test_bad_options(media, tmp_path):
                            "no CUDA GPU")
     assert_clean_error(invoke(*base, "--weights", "random", "--videos", media / "videos", "--device", "tpu"),
                        "choose auto, cpu, cuda or cuda:N")
+    for bad, message in ((dict(fps=0.0), "--fps 0.0: must be a positive"), (dict(batch=0), "--batch and --workers"),
+                         (dict(frames_fps=float("nan")), "--frames-fps nan")):
+        with pytest.raises(MeidBenchError, match=message):
+            extract_features(options(media, tmp_path / "y.h5", **bad))
+    (media / "videos" / "TR0000.webm").write_bytes(b"")
+    try:
+        assert_clean_error(invoke(*base, "--weights", "random", "--videos", media / "videos"),
+                           "two sources for video TR0000")
+    finally:
+        (media / "videos" / "TR0000.webm").unlink()
     (tmp_path / "x.h5").write_bytes(b"keep me")
     assert_clean_error(invoke(*base, "--weights", "random", "--videos", media / "videos"), "already exists")
     assert (tmp_path / "x.h5").read_bytes() == b"keep me"
@@ -366,6 +415,14 @@ def test_a_local_weights_file(media, tmp_path):
     torch.save(build_backbone("r2plus1d_18", width=8, blocks=(1, 1, 1, 1)).state_dict(), tmp_path / "clip.pth")
     with pytest.raises(MeidBenchError, match="clip.pth: does not fit resnet50"):
         extract_features(options(media, tmp_path / "c.h5", weights=str(tmp_path / "clip.pth")))
+    import meid_bench.extract.run as run_module
+    from meid_bench.extract.weights import ResolvedWeights
+
+    published = ResolvedWeights("IMAGENET1K_V2", tmp_path / "mine.pth", "0" * 64, FRAME_PRE)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_module, "resolve_weights", lambda info, choice: published)
+        with pytest.raises(MeidBenchError, match="IMAGENET1K_V2 weights need the published architecture"):
+            extract_features(options(media, tmp_path / "e.h5"))
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(MeidBenchError, match="junk.pth: not a readable torch weights file"):
         extract_features(options(media, tmp_path / "d.h5", weights=str(tmp_path / "junk.pth")))
@@ -433,6 +490,8 @@ def test_feature_specification_of_a_store(media, stores, tmp_path):
                  "weights_sha256": spec["weights_sha256_prefix"] + "0" * 56, "dim": 2048,
                  "preprocessing": json.dumps(spec["preprocessing"]), "sampling": json.dumps({"fps": 4.0})}
     assert spec_of(following) == ("v1-frame", "resnet101 IMAGENET1K_V2, 4 fps, for charadeslt")
+    assert describe_spec(following) == ("feature specification: v1-frame (resnet101 IMAGENET1K_V2, 4 fps, for "
+                                        "charadeslt)")
     assert spec_of({**following, "fps": 2.0})[1].endswith("fps 2 where the specification has 4")
     assert spec_of({**following, "benchmark": "videolt", "fps": SPEC_FPS["videolt"]})[0] == "v1-frame"
     assert spec_of({"simulated": True}) == (None, "simulated features")
