@@ -252,3 +252,18 @@ def test_reserved_videos_written_from_threads_out_of_order_give_the_same_bytes(t
         with FeatureStoreWriter(tmp_path / "c.h5", 8, total_frames=6) as writer:
             writer.reserve("a", 6)  # reserved, never written
     assert not (tmp_path / "c.h5").exists()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_synth_records_the_dtype_it_stores(tmp_path, dtype):
+    from click.testing import CliRunner
+
+    from meid_bench.cli import main
+
+    split_dir = make_split(tmp_path / "split", sizes=(4, 1, 1))
+    result = CliRunner().invoke(main, ["features", "synth", "--split", str(split_dir), "--dim", "8", "--dtype", dtype,
+                                       "--out", str(tmp_path / "s.h5")])
+    assert result.exit_code == 0, result.output
+    store = FeatureStore(tmp_path / "s.h5")
+    assert store.dtype == np.dtype(dtype) and store.attrs["dtype"] == dtype
+    assert store.read_at(0).dtype == np.dtype(dtype)
