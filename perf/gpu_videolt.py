@@ -1,7 +1,7 @@
 """VideoLT-shaped training on one GPU: epoch time of MEID and late_avg with the frames resident on the device versus
 streamed from the store, GPU utilisation, and the streamed data path alone. Generated data only, no download.
 
-    python perf/gpu_videolt.py                      # on a GPU machine: about 3 minutes in all
+    python perf/gpu_videolt.py                      # on a GPU machine (sized for a session of a few minutes)
     python perf/gpu_videolt.py --device cpu --videos 60 --dim 32 --epochs 2 --set batch_size=16   # a smoke run
 
 A split of ``--videos`` training videos (1,004 classes in VideoLT's head / medium / tail proportions, one or
