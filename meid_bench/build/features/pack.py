@@ -23,7 +23,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from meid_bench.checks import check_number
 from meid_bench.errors import MeidBenchError
+from meid_bench.fileio import check_free_space
 from meid_bench.build.features.frames import active_classes, frame_times, pack_frame_labels
 from meid_bench.build.features.store import FeatureStoreWriter, _store_dtype, check_finite
 
@@ -175,6 +177,7 @@ def pack_features(split: Any, source: str | os.PathLike, fmt: str, out: str | os
     if fmt not in PACK_FORMATS:
         raise MeidBenchError(f"--format {fmt!r}: choose one of {', '.join(PACK_FORMATS)}")
     _store_dtype(dtype)
+    check_number(fps, "--fps", low=0, low_open=True, allow_none=True)
     if not source.is_dir():
         raise MeidBenchError(f"{source}: no such folder of feature files (--source)")
     out = Path(out)
@@ -228,6 +231,8 @@ def pack_features(split: Any, source: str | os.PathLike, fmt: str, out: str | os
     assert dim is not None
     if dim < 1:
         raise MeidBenchError(f"{present[keep['video_id'][0]]}: the first frame holds no numbers")
+    check_free_space(out, float(counts.sum()) * dim * _store_dtype(dtype).itemsize, "write elsewhere or use "
+                     "--dtype float16")
 
     workers = max(1, int(workers))
     if fmt == "txt-dir" and workers > 1:
