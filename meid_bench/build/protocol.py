@@ -306,7 +306,7 @@ def build_and_write(options: BuildOptions, annotations: Path, out: Path, force: 
         if reference is None:
             raise MeidBenchError(f"--expect-reference: meid-bench ships no reference for {options.benchmark}; "
                                  "build without --expect-reference")
-        if json.loads(json.dumps(options.parameters())) != reference["parameters"]:
+        if json.loads(json.dumps(options.resolved().parameters())) != reference["parameters"]:
             raise MeidBenchError(f"--expect-reference: the shipped reference of {options.benchmark} is the default "
                                  f"build ({reference['parameters']}); these options define another benchmark, drop "
                                  "them or --expect-reference")
