@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from hostile_support import (TRUNCATIONS, WRONG_VALUES, assert_clean_outcome, assert_refused, edit_json, invoke,
-                             leaf_paths, overwrite, random_bytes, rewrite_table, set_column, set_path, train_args,
-                             truncate, workspace)
+                             leaf_paths, overwrite, random_bytes, rewrite_table, set_column, set_path, sha256_of,
+                             train_args, truncate, workspace)
 from meid_bench.build.split_io import load_split, table_content_sha256
 
 INT_LIST = pa.list_(pa.int32())
@@ -103,8 +103,8 @@ def test_truncated_table_is_a_checksum_mismatch(hostile_base, tmp_path, table, k
 def test_truncated_table_with_its_sha256_forged(hostile_base, tmp_path, keep):
     ws = workspace(hostile_base, tmp_path)
     truncate(ws / "split" / "val.parquet", keep)
-    edit_json(ws / "split" / "manifest.json", lambda m: m["files"]["val.parquet"].update(
-        sha256=__import__("hostile_support").sha256_of(ws / "split" / "val.parquet")))
+    edit_json(ws / "split" / "manifest.json",
+              lambda m: m["files"]["val.parquet"].update(sha256=sha256_of(ws / "split" / "val.parquet")))
     assert_refused(ws, verify(ws), 2, "val.parquet: unreadable Parquet")
 
 

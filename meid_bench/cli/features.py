@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from meid_bench.errors import MeidBenchError
 
 _DTYPES = click.Choice(["float16", "float32"])
 

@@ -185,6 +185,8 @@ class Trainer:
     def fit(self) -> Path:
         recipe, device = self.recipe, self.device
         if self.dist.is_main:
+            if not self.resume:  # a fresh start (maybe of a run stopped in its first epoch): no stale log lines
+                (self.run_dir / "log.jsonl").unlink(missing_ok=True)
             self._write_run_json()
             self._warn_short_schedule()
         for epoch in range(self.start_epoch, recipe.epochs):
@@ -302,7 +304,6 @@ class Trainer:
                                      "start the run in another --out")
             warn(f"{self.run_dir}: no checkpoint yet (the run stopped in its first epoch); --resume starts it from "
                  "scratch")
-            (self.run_dir / "log.jsonl").unlink(missing_ok=True)
             self.resume = False
         elif not self.resume and exists:
             raise MeidBenchError(f"{self.run_dir}: the run folder already exists; pass --resume to continue it, or "
