@@ -4,6 +4,8 @@ write, cleaned up by the next run."""
 
 from __future__ import annotations
 
+import random
+
 import h5py
 import numpy as np
 import pytest
@@ -11,6 +13,9 @@ import pytest
 from hostile_support import (TRUNCATIONS, assert_clean_outcome, assert_refused, invoke, overwrite, random_bytes,
                              train_args, truncate, workspace)
 from meid_bench.build.features.finite import all_finite, find_non_finite
+from meid_bench.build.features.pack import pack_features
+from meid_bench.build.split_io import load_split
+from meid_bench.errors import MeidBenchError
 from meid_bench.build.features.store import FeatureStore, FeatureStoreWriter
 from meid_bench.fileio import remove_stale_staging
 
@@ -199,6 +204,32 @@ def test_damaged_source_file(hostile_base, tmp_path, edit, fragment):
     ws = workspace(hostile_base, tmp_path)
     edit(first_source(ws))
     assert_refused(ws, pack_args(ws), 2, fragment)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy's literal parser on a header like '\o'
+def test_npy_header_fuzz_never_crashes(hostile_base, tmp_path):
+    """Bytes of a source file's header changed at random (numpy parses the header as Python literals, whose
+    tokenizer and parser raise their own errors): packing fails with a clear error or packs, never crashes."""
+    ws = workspace(hostile_base, tmp_path)
+    split = load_split(ws / "split")
+    target = first_source(ws)
+    good = target.read_bytes()
+    header_end = good.index(b"\n") + 1
+    rng = random.Random(3)
+    refused = 0
+    for index in range(60):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 3)):
+            data[rng.randrange(8, header_end)] = ord(rng.choice("'\"(){}[],:#\\ x9")) if index % 2 else \
+                rng.randrange(256)
+        target.write_bytes(bytes(data))
+        out = tmp_path / f"p{index}.h5"
+        try:
+            pack_features(split, ws / "src", "npy", out, workers=1)
+        except MeidBenchError:
+            refused += 1
+            assert not out.exists() and not list(tmp_path.glob(f".p{index}.h5.tmp-*"))
+    assert refused > 30
 
 
 def test_damaged_source_file_late_in_the_pack(hostile_base, tmp_path):

@@ -17,7 +17,9 @@ import torch
 from hostile_support import (RUN_EPOCHS, TRUNCATIONS, WRONG_VALUES, assert_clean_outcome, assert_refused,
                              edit_json, invoke, leaf_paths, random_bytes, resume_args, set_path, train_args,
                              truncate, workspace)
+from meid_bench.errors import MeidBenchError
 from meid_bench.train import loop
+from meid_bench.train.checkpoint import load_checkpoint
 
 
 def last_pt(ws):
@@ -123,6 +125,29 @@ def test_damaged_checkpoint_field(hostile_base, tmp_path, edit, fragment):
     ws = workspace(hostile_base, tmp_path)
     edit_checkpoint(last_pt(ws), edit)
     assert_refused(ws, resume_args(ws), 2, fragment)
+
+
+def test_checkpoint_bit_flips_are_refused_or_harmless(hostile_base, tmp_path):
+    """Bytes changed anywhere: a clear error, or (a flip in padding) exactly the original content - never a
+    silently different weight (torch checks no CRC; load_checkpoint checks every record's)."""
+    source = hostile_base / "run" / "checkpoints" / "last.pt"
+    original, good = torch.load(source, weights_only=True), source.read_bytes()
+    rng = random.Random(2)
+    target = tmp_path / "last.pt"
+    refused = 0
+    for _ in range(120):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 3)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        target.write_bytes(bytes(data))
+        try:
+            payload = load_checkpoint(target)
+        except MeidBenchError:
+            refused += 1
+            continue
+        assert payload["epoch"] == original["epoch"] and payload["recipe"] == original["recipe"]
+        assert all(torch.equal(payload["model"][k], original["model"][k]) for k in original["model"])
+    assert refused > 60
 
 
 def test_damaged_best_checkpoint_at_the_end_of_a_run(hostile_base, tmp_path):

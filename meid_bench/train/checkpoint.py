@@ -13,6 +13,7 @@ import os
 import pickle
 import warnings
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,9 @@ CHECKPOINT_FORMAT = "meid-bench-checkpoint"
 CHECKPOINT_VERSION = 1
 _REMEDY = "the checkpoint is damaged or not from this run; start the run again in a new folder (--out)"
 # What torch.load raises on damaged bytes, even with weights_only (zip, pickle and tensor storage layers).
-_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError,
-                IndexError, TypeError, AttributeError, ImportError, OverflowError, MemoryError)
+_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, zlib.error,
+                NotImplementedError, KeyError, IndexError, TypeError, AttributeError, ImportError, OverflowError,
+                MemoryError)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -48,6 +50,11 @@ def load_checkpoint(path: Path, expect_model: str | None = None, expect_split: s
     if not path.is_file():
         raise MeidBenchError(f"{path}: no such checkpoint")
     try:
+        with zipfile.ZipFile(path) as archive:  # torch does not check the CRC32 of each record; a flipped bit would
+            damaged = archive.testzip()          # load as a silently different weight
+        if damaged is not None:
+            raise MeidBenchError(f"{path}: damaged (record {damaged} fails its CRC32 check); start the run again in "
+                                 "a new folder (--out)")
         with warnings.catch_warnings():  # torch's remarks on foreign files; what matters is reported below
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True)

@@ -16,6 +16,7 @@ import concurrent.futures as futures
 import multiprocessing
 import os
 import re
+import tokenize
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from meid_bench.build.features.frames import active_classes, frame_times, pack_f
 from meid_bench.build.features.store import FeatureStoreWriter, _store_dtype, check_finite
 
 PACK_FORMATS = ("npy", "i3d", "txt-dir")
+# What numpy raises on a damaged .npy file: a malformed header is parsed as Python literals (tokenize, ast).
+_NPY_ERRORS = (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError)
 _FRAME_NUMBER = re.compile(r"(\d+)(?:\.[^.\d][^.]*)?$")  # digits ending the name, before one extension
 
 
@@ -71,7 +74,7 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
                 array = np.load(path, mmap_mode="r", allow_pickle=False)
                 shape, dtype = array.shape, array.dtype
                 del array
-    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+    except _NPY_ERRORS as exc:
         raise MeidBenchError(f"{path}: not a readable .npy file ({exc}); re-export it with numpy.save") from None
     return tuple(shape), np.dtype(dtype)
 
@@ -113,7 +116,7 @@ def _check_shape(path: Path, fmt: str, shape: tuple[int, ...], dtype: np.dtype) 
 def _load_npy(path: Path, fmt: str, dim: int, dtype: str) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except _NPY_ERRORS as exc:
         raise MeidBenchError(f"{path}: not a readable .npy file ({exc}); re-export it with numpy.save") from None
     frames, got_dim = _check_shape(path, fmt, array.shape, array.dtype)
     if got_dim != dim:
