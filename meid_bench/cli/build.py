@@ -34,6 +34,17 @@ def _report_reference(split, status: str, differences: list[str]) -> None:
         click.echo("shipped reference: not compared (built with non-default parameters)")
 
 
+def _report_feature_spec(split_dir: Path) -> None:
+    # Which recommended feature specification the split's default store follows (docs/protocol.md, section 8).
+    from meid_bench.build.features import default_feature_path
+    from meid_bench.build.features.store import FeatureStore
+    from meid_bench.extract.spec import describe_spec
+
+    path = default_feature_path(split_dir)
+    if path.is_file():
+        click.echo(f"{path}: {describe_spec(FeatureStore(path).attrs)}")
+
+
 def _parse_scale(text: str) -> float | None:
     if text == "auto":
         return None
@@ -118,6 +129,7 @@ def verify(split_dir: Path, write_reference: Path | None, without_ids: bool) -> 
         check_output_file(write_reference, force=True, option="--write-reference")
     split = load_split(split_dir)
     click.echo(f"{split_dir}: checksums, row counts and content hashes OK (split checksum {split.checksum[:16]})")
+    _report_feature_spec(split_dir)
     if write_reference is not None:
         write_json_atomic(write_reference, make_reference(split, include_ids=not without_ids))
         click.echo(f"reference written to {write_reference}")
