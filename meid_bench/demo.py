@@ -16,6 +16,7 @@ from meid_bench.build.split_io import load_split
 from meid_bench.build.summary import summarize_split
 from meid_bench.build.synthetic import write_synthetic_charades
 from meid_bench.errors import MeidBenchError
+from meid_bench.fileio import check_output_folder
 
 DEMO_IMBALANCE = 20.0
 DEMO_RECIPES = ("meid", "late_avg")
@@ -31,7 +32,7 @@ def run_demo(out: Path, force: bool = False, echo: Callable[[str], None] = print
     from meid_bench.report.assemble import write_report
     from meid_bench.train.loop import TrainOptions, train
 
-    out = Path(out)
+    out = check_output_folder(out, force, existing_ok=True)
     earlier = [out / part for part in DEMO_PARTS if (out / part).exists()]
     if earlier and not force:
         raise MeidBenchError(f"{out}: holds an earlier demo; pass --force to replace it or --out to use another "

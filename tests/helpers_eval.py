@@ -57,7 +57,7 @@ def make_split(out: Path, test_labels: list[list[int]], name: str = "toy", seed:
     }, schema=CLASS_SCHEMA)
     manifest = {"format": "meid-bench-split", "format_version": 1, "protocol": "v1", "benchmark": name,
                 "parameters": {"imbalance": 20.0, "seed": seed, "profile": "exponential"},
-                "sources": [{"name": "toy.csv", "sha256": "0" * 64}]}
+                "sources": [{"file": "toy.csv", "sha256": "0" * 64}]}
     return write_split(out, tables, manifest)
 
 

@@ -115,7 +115,9 @@ def test_bad_inputs(tiny_split, tmp_path):
     assert_clean_error(invoke(*base, "--recipe", bad_recipe, "--out", tmp_path / "b"), "epochz: unknown key")
     assert_clean_error(invoke(*base, "--features", tmp_path / "none.h5", "--out", tmp_path / "f"),
                        "no feature store")
-    assert_clean_error(invoke(*base, "--resume", "--out", tmp_path / "nothing"), "nothing to resume")
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "chapter1.tex").write_text("not a run")
+    assert_clean_error(invoke(*base, "--resume", "--out", tmp_path / "thesis"), "nothing to resume")
 
 
 def test_existing_run_folder_needs_resume_and_checkpoints_are_checked(tiny_split, tmp_path):

@@ -1,25 +1,37 @@
 """The `meid-bench` command line: a click group whose commands live one area per module and call the library.
 
-Every command turns :class:`~meid_bench.errors.MeidBenchError` into a one-line message and exit status 2.
+Every command turns :class:`~meid_bench.errors.MeidBenchError` into a one-line message and its exit status (2 for
+bad input, 1 for a verification mismatch); library warnings go to stderr as ``meid-bench: warning: ...``.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
 
 from meid_bench import __version__
-from meid_bench.errors import MeidBenchError
+from meid_bench.errors import MeidBenchError, logger
+
+
+class _StderrWarnings(logging.Handler):
+    """Library warnings as one stderr line each (through click, so that test runners capture them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"meid-bench: warning: {record.getMessage()}", err=True)
 
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
+        if not logger.handlers:
+            logger.addHandler(_StderrWarnings(logging.WARNING))
+            logger.propagate = False
         try:
             return super().invoke(ctx)
         except MeidBenchError as exc:
             click.echo(f"meid-bench: error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(exc.exit_status)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

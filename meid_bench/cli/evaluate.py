@@ -33,11 +33,13 @@ def evaluate(split_dir: Path | None, run_dir: Path | None, predictions_file: Pat
       meid-bench evaluate --split splits/charadeslt --predictions my_method_test.parquet --out results/my_method
     """
     from meid_bench.build.split_io import load_split
-    from meid_bench.evaluator import Evaluator, read_predictions, write_metrics
+    from meid_bench.evaluator import Evaluator, check_metrics_outputs, read_predictions, write_metrics
     from meid_bench.report.runs import evaluate_run, load_run_split, read_run
 
     if (run_dir is None) == (predictions_file is None):
         raise MeidBenchError("evaluate: give exactly one of --run RUN_DIR or --predictions FILE.parquet")
+    default_out = run_dir if run_dir is not None else predictions_file.parent
+    check_metrics_outputs(out_dir if out_dir is not None else default_out, subset, force)
     if run_dir is not None:
         run = read_run(run_dir)
         split = load_run_split(run, override=split_dir)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from meid_bench.errors import MeidBenchError
 
 _DTYPES = click.Choice(["float16", "float32"])
 
@@ -30,11 +29,13 @@ def _progress(label: str, length: int):
     return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True)
 
 
-def _refuse_existing(out: Path, force: bool) -> None:
-    # Before any work or progress bar: an existing output is kept unless --force.
-    if out.exists() and not force:
-        raise MeidBenchError(f"{out}: the output file already exists; pass --force to replace it or choose another "
-                             "--out")
+def _prepare_output(out: Path, force: bool) -> None:
+    # Before any work or progress bar: an output that cannot be written, or exists without --force, is refused;
+    # temporary files of an earlier write of this output that was killed are removed.
+    from meid_bench.fileio import check_output_file, remove_stale_staging
+
+    check_output_file(out, force)
+    remove_stale_staging(out, suffix=".h5")
 
 
 @features.command()
@@ -64,8 +65,10 @@ def pack(split_dir: Path, source: Path, fmt: str, out: Path, dtype: str, workers
     """
     from meid_bench.build.features.pack import pack_features, split_video_table
     from meid_bench.build.split_io import load_split
+    from meid_bench.checks import check_number
 
-    _refuse_existing(out, force)
+    check_number(fps, "--fps", low=0, low_open=True, allow_none=True)
+    _prepare_output(out, force)
     split = load_split(split_dir)
     with _progress("packing", len(split_video_table(split))) as bar:
         report = pack_features(split, source, fmt, out, dtype=dtype, workers=workers, allow_missing=allow_missing,
@@ -113,13 +116,13 @@ def synth(split_dir: Path, out: Path | None, dim: int, fps: float, seed: int, no
     from meid_bench.build.features.synth import SynthConfig, synthesize_features
     from meid_bench.build.split_io import load_split
 
-    split = load_split(split_dir)
     config = SynthConfig(dim=dim, fps=fps, seed=seed, noise=noise, prototype_scale=prototype_scale,
                          instance_scale=instance_scale, class_overlap=class_overlap, context_scale=context_scale,
                          background_scale=background_scale, default_duration=default_duration, dtype=dtype)
     config.validate()
     out = default_feature_path(split_dir) if out is None else out
-    _refuse_existing(out, force)
+    _prepare_output(out, force)
+    split = load_split(split_dir)
     with _progress("simulating", len(split_video_table(split))) as bar:
         path = synthesize_features(split, out, config, frame_labels=frame_labels, force=force, progress=bar.update)
     click.echo(f"wrote {path}: SIMULATED features, dimension {dim}, {fps:g} frames per second, seed {seed}")

@@ -18,7 +18,9 @@ import click
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--epochs", type=int, default=None, help="Override the recipe's number of epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last checkpoint.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run in --out from its last checkpoint (a run stopped before its first "
+                   "checkpoint starts from scratch).")
 @click.option("--workers", type=click.IntRange(0, 64), default=1, show_default=True,
               help="Threads that read the next batches from the store while the model trains (when the frames are "
                    "not held on the device); 0 reads in the training thread.")

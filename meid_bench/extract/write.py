@@ -29,7 +29,7 @@ import numpy as np
 
 from meid_bench.build.features.store import FeatureStoreWriter
 from meid_bench.errors import MeidBenchError
-from meid_bench.fileio import read_record, write_json_atomic
+from meid_bench.fileio import check_output_file, read_record, write_json_atomic
 
 JOB_FORMAT = "meid-bench-extract-job"
 JOB_FORMAT_VERSION = 1
@@ -64,9 +64,7 @@ class WorkFolder:
         self._pending: list[tuple[str, np.ndarray]] = []
         self._pending_bytes = 0
         self._last_flush = time.monotonic()
-        if self.out.exists() and not force:
-            raise MeidBenchError(f"{self.out}: the output file already exists; pass --force to replace it or choose "
-                                 "another --out")
+        check_output_file(self.out, force)  # a folder in its place, a file among its parents, or no --force
         if self.folder.exists():
             if resume:
                 self._load()

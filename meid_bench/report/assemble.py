@@ -22,7 +22,7 @@ import numpy as np
 
 from meid_bench.build.split_io import GROUPS, Split
 from meid_bench.errors import MeidBenchError
-from meid_bench.fileio import publish_folder, write_text_atomic
+from meid_bench.fileio import check_output_folder, publish_folder, write_text_atomic
 from meid_bench.report import plots
 from meid_bench.report.page import (
     SplitSection,
@@ -62,10 +62,7 @@ def collect_sections(run_dirs: Sequence[str | os.PathLike]) -> list[SplitSection
 
 def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, force: bool = False) -> Path:
     """Write the report of ``run_dirs`` into the folder ``out``; returns it."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise MeidBenchError(f"{out}: the report folder already exists; pass --force to replace it or --out to "
-                             "write elsewhere")
+    out = check_output_folder(out, force)
     sections = collect_sections(run_dirs)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

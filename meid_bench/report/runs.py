@@ -15,6 +15,7 @@ from meid_bench.build.split_io import Split, load_split
 from meid_bench.errors import MeidBenchError
 from meid_bench.evaluator import METRICS_FORMAT, Evaluator, read_predictions
 from meid_bench.fileio import read_record
+from meid_bench.records import check_metrics_record, check_run_record
 
 RUN_FORMAT = "meid-bench-run"
 RUN_FORMAT_VERSION = 1
@@ -52,19 +53,11 @@ def read_run(run_dir: str | os.PathLike) -> Run:
         raise MeidBenchError(f"{run_json}: missing; {path} is not a run folder (an empty or unfinished run?), "
                              "train it again or pass another folder")
     record = read_record(run_json, RUN_FORMAT, RUN_FORMAT_VERSION, "not a complete meid-bench run; train it again")
-    split = record.get("split")
-    if not isinstance(split, dict) or not isinstance(split.get("path"), str) \
-            or not isinstance(split.get("checksum"), str):
-        raise MeidBenchError(f"{run_json}: field 'split' must hold 'path' and 'checksum' strings; the run record "
-                             "is incomplete")
-    recipe = record.get("recipe", {})
-    if not isinstance(recipe, dict):
-        raise MeidBenchError(f"{run_json}: field 'recipe' must be an object (the resolved config)")
-    seed = record.get("seed")
-    return Run(path=path, name=str(record.get("name") or path.name), method=str(record.get("method", "?")),
-               seed=seed if isinstance(seed, int) else None, split_path=split["path"],
-               split_checksum=split["checksum"], benchmark=str(split.get("benchmark", "?")), recipe=recipe,
-               record=record)
+    fields = check_run_record(record, run_json)
+    split = fields.data["split"]
+    return Run(path=path, name=record.get("name") or path.name, method=record.get("method", "?"),
+               seed=record.get("seed"), split_path=split["path"], split_checksum=split["checksum"],
+               benchmark=split.get("benchmark", "?"), recipe=record.get("recipe", {}), record=record)
 
 
 def find_runs(runs_root: str | os.PathLike) -> list[Path]:
@@ -130,16 +123,11 @@ def run_test_metrics(run: Run, split: Split) -> dict:
 def read_metrics(path: Path, split: Split) -> dict:
     """Read a metrics.json written by ``meid-bench evaluate`` or training, checking its split and subset."""
     metrics = read_record(path, METRICS_FORMAT, None, "evaluate the run again with --force")
-    if metrics.get("split_checksum") != split.checksum:
+    check_metrics_record(metrics, path, split.num_classes)
+    if metrics["split_checksum"] != split.checksum:
         raise MeidBenchError(f"{path}: split_checksum does not match the run's split {split.path}; the metrics are "
                              "from another split, evaluate the run again with --force")
-    if metrics.get("subset") != "test":
-        raise MeidBenchError(f"{path}: subset is {metrics.get('subset')!r}, a report needs test metrics; evaluate "
+    if metrics["subset"] != "test":
+        raise MeidBenchError(f"{path}: subset is {metrics['subset']!r}, a report needs test metrics; evaluate "
                              "the run again with --subset test --force")
-    for key in ("mAP", "mAP_head", "mAP_medium", "mAP_tail", "per_class_ap"):
-        if key not in metrics:
-            raise MeidBenchError(f"{path}: field {key!r} is missing; evaluate the run again with --force")
-    if len(metrics["per_class_ap"]) != split.num_classes:
-        raise MeidBenchError(f"{path}: per_class_ap has {len(metrics['per_class_ap'])} entries, the split has "
-                             f"{split.num_classes} classes; evaluate the run again with --force")
     return metrics

@@ -292,14 +292,22 @@ def read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise MeidBenchError(f"{path}: cannot read the recipe ({exc.strerror}); check the path") from None
-    loader = _RecipeLoader(text)
-    loader.name = str(path)
+    except UnicodeDecodeError as exc:
+        raise MeidBenchError(f"{path}: byte {exc.start} is not UTF-8 text; a recipe is a UTF-8 YAML file") from None
+    try:
+        loader = _RecipeLoader(text)
+        loader.name = str(path)
+    except yaml.YAMLError as exc:  # the reader refuses control characters before any parsing
+        raise MeidBenchError(f"{path}: not a YAML text file ({str(exc).splitlines()[0]}); fix the file") from None
     try:
         return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f"line {mark.line + 1}" if mark is not None else "?"
         raise MeidBenchError(f"{path}: {line}: invalid YAML ({exc.problem}); fix the syntax") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise MeidBenchError(f"{path}: invalid YAML ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                             "); fix the syntax") from None
     finally:
         loader.dispose()
 

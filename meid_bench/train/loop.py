@@ -26,16 +26,18 @@ from meid_bench.build.features import default_feature_path
 from meid_bench.build.features.store import FeatureStore
 from meid_bench.build.split_io import Split, load_split
 from meid_bench.data import GpuResidentFeatures, VideoFeatureDataset, frames_nbytes
-from meid_bench.errors import MeidBenchError
+from meid_bench.errors import MeidBenchError, warn
 from meid_bench.evaluator import Evaluator, write_predictions
-from meid_bench.fileio import write_json_atomic
+from meid_bench.fileio import check_output_folder, write_json_atomic, write_text_atomic
+from meid_bench.records import read_log
 from meid_bench.metrics import average_precision
 from meid_bench.models import STREAM_BALANCED, STREAM_INSTANCE, compute_training_losses, unwrap_model
 from meid_bench.report.runs import RUN_FORMAT, RUN_FORMAT_VERSION
 from meid_bench.train.batches import EvalStream, TrainStream
-from meid_bench.train.checkpoint import load_checkpoint, save_checkpoint
+from meid_bench.train.checkpoint import check_restorable, check_state_dict, load_checkpoint, save_checkpoint
 from meid_bench.train.config import Recipe, apply_overrides, load_recipe
 from meid_bench.train.distributed import DistributedContext, init_distributed
+from meid_bench.train.guard import LossWatch, check_batches_fit, check_features, out_of_memory_as_error
 
 # "--resident auto" holds the split's frames on the device when they take at most this share of its free memory
 # (an accelerator's free memory, or the host's available memory on the CPU): the rest is left to the model.
@@ -43,6 +45,8 @@ RESIDENT_SHARE = {"cuda": 0.75, "cpu": 0.5}
 # Steps x lr before the first decay under which a schedule is flagged: CharadesLT with the reference schedule
 # (1,110 x 1e-4 = 0.11) did not learn; its own schedule (1,110 x 1e-3 = 1.1) and VideoLT's (42,000 x 1e-4) do.
 SHORT_SCHEDULE_LR_STEPS = 0.2
+# What a run stopped in its first epoch leaves (before checkpoints/last.pt): --resume starts it from scratch.
+_FIRST_EPOCH_LEFTOVERS = {"run.json", "log.jsonl", "checkpoints"}
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,9 @@ class Trainer:
             if options.epochs < 1:
                 raise MeidBenchError(f"--epochs {options.epochs}: must be >= 1")
             recipe = replace(recipe, epochs=options.epochs)
+        if options.workers < 0 or options.eval_batch_size < 1:
+            raise MeidBenchError(f"--workers {options.workers}: must be >= 0" if options.workers < 0 else
+                                 f"eval_batch_size {options.eval_batch_size}: must be >= 1")
         self.recipe = recipe
         self.dist: DistributedContext = init_distributed(resolve_device(options.device))
         self.device = self.dist.device
@@ -145,11 +152,13 @@ class Trainer:
         self.run_dir = Path(options.out) if options.out is not None else default_run_dir(self.split, recipe,
                                                                                           options.seed)
         self._check_run_dir()
+        check_batches_fit(recipe, self.store.dim, options.eval_batch_size, self.device)
+        check_features(self.store, self.split)
         torch.manual_seed(options.seed + self.dist.rank)
 
         data, split, seed = recipe.data, self.split, options.seed
-        positions = [self.store.index_of(v) for name in ("train", "val", "test") for v in split.table(name)["video_id"]
-                     if v in self.store]
+        positions = [self.store.index_of(v) for name in ("train", "val", "test")
+                     for v in split.table(name)["video_id"] if v in self.store]
         resident = _use_resident(options.resident, frames_nbytes(self.store, np.asarray(positions, np.int64)),
                                  self.device)
         self.resident = resident
@@ -196,15 +205,18 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(optim.milestones), optim.gamma)
         self.val_evaluator = Evaluator(split, "val")
         self.start_epoch, self.best = 0, {"epoch": -1, "val_mAP": -1.0}
-        if options.resume:
+        if self.resume:
             self._restore(load_checkpoint(self.run_dir / "checkpoints" / "last.pt", recipe.model.name,
-                                          split.checksum))
+                                          split.checksum, expect_input_dim=self.store.dim,
+                                          expect_num_classes=num_classes))
         self.wrapped = self.dist.wrap(self.model)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def fit(self) -> Path:
         recipe, device = self.recipe, self.device
         if self.dist.is_main:
+            if not self.resume:  # a fresh start (maybe of a run stopped in its first epoch): no stale log lines
+                (self.run_dir / "log.jsonl").unlink(missing_ok=True)
             self._write_run_json()
             self._warn_short_schedule()
         for epoch in range(self.start_epoch, recipe.epochs):
@@ -212,6 +224,7 @@ class Trainer:
             self.criterion.set_epoch(epoch)
             totals: dict[str, torch.Tensor] = {}  # summed on the device (float64): no read-back per step
             steps = 0
+            watch = LossWatch(str(self.run_dir))
             batch_iterator = zip(*(stream.epoch(epoch) for stream in self.streams.values()))
             for step_batches in self._progress(batch_iterator, epoch):
                 batches = dict(zip(self.streams, step_batches))
@@ -223,6 +236,7 @@ class Trainer:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                     losses = compute_training_losses(self.wrapped, batches, self.criterion)
                 loss = sum(losses.values())
+                watch.step(loss, epoch, steps)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if recipe.optim.clip_grad_norm:
@@ -232,6 +246,7 @@ class Trainer:
                     value = value.detach().double()
                     totals[name] = totals[name] + value if name in totals else value
                 steps += 1
+            watch.end_epoch(epoch, last_good_epoch=epoch - 1)  # before anything of this epoch is saved
             self.scheduler.step()
             record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "steps": steps,
                       **{f"loss_{k}": float(v) / max(steps, 1) for k, v in totals.items()},
@@ -284,7 +299,10 @@ class Trainer:
         self.echo(f"epoch {epoch + 1}/{self.recipe.epochs}: {shown} ({record['train_seconds']:.1f}s)")
 
     def _finish(self) -> None:
-        best = load_checkpoint(self.run_dir / "checkpoints" / "best.pt", self.recipe.model.name, self.split.checksum)
+        best_path = self.run_dir / "checkpoints" / "best.pt"
+        best = load_checkpoint(best_path, self.recipe.model.name, self.split.checksum,
+                               expect_input_dim=self.store.dim, expect_num_classes=self.split.num_classes)
+        check_state_dict(best["model"], self.model, best_path, "model")
         self.model.load_state_dict(best["model"])
         for subset, stream in (("val", self.val), ("test", self.test)):
             scores = predict(self.model, stream, self.device)
@@ -301,12 +319,24 @@ class Trainer:
 
     # -- run folder and checkpoints ---------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
+        check_output_folder(self.run_dir, force=False, existing_ok=True)
         exists = self.run_dir.exists() and any(self.run_dir.iterdir())
-        if self.options.resume:
-            if not (self.run_dir / "checkpoints" / "last.pt").is_file():
-                raise MeidBenchError(f"{self.run_dir}: nothing to resume (no checkpoints/last.pt); start the run "
-                                     "without --resume")
-        elif exists:
+        self.resume = self.options.resume
+        last = self.run_dir / "checkpoints" / "last.pt"
+        if last.exists() and not last.is_file():
+            raise MeidBenchError(f"{last}: is not a file; the run folder is damaged, start the run in another --out")
+        if self.resume and not last.is_file():
+            # Killed in its first epoch: run.json (and maybe best.pt) but no last.pt. Start it again from scratch.
+            others = sorted(p.name for p in self.run_dir.iterdir() if p.name not in _FIRST_EPOCH_LEFTOVERS) \
+                if exists else []
+            if others:
+                raise MeidBenchError(f"{self.run_dir}: nothing to resume (no checkpoints/last.pt), and the folder "
+                                     f"holds {others[0]!r}, which a run stopped in its first epoch does not leave; "
+                                     "start the run in another --out")
+            warn(f"{self.run_dir}: no checkpoint yet (the run stopped in its first epoch); --resume starts it from "
+                 "scratch")
+            self.resume = False
+        elif not self.resume and exists:
             raise MeidBenchError(f"{self.run_dir}: the run folder already exists; pass --resume to continue it, or "
                                  "--out to start a new run elsewhere")
 
@@ -331,6 +361,8 @@ class Trainer:
         if payload["recipe"] != self.recipe.to_dict() or payload["seed"] != self.options.seed:
             raise MeidBenchError(f"{self.run_dir}: the run was started with another recipe, --epochs or --seed; "
                                  "resume it with the same options")
+        check_restorable(payload, self.run_dir / "checkpoints" / "last.pt", self.model, self.optimizer,
+                         self.scheduler, self.mix)
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
@@ -339,9 +371,9 @@ class Trainer:
         torch.set_rng_state(payload["torch_rng"])
         self.start_epoch, self.best = payload["epoch"] + 1, dict(payload["best"])
         log = self.run_dir / "log.jsonl"
-        if log.is_file():  # drop records of epochs after the checkpoint (an interrupted epoch's, say)
-            kept = [line for line in log.read_text().splitlines() if json.loads(line)["epoch"] <= payload["epoch"]]
-            log.write_text("".join(line + "\n" for line in kept))
+        if log.is_file():  # drop records of epochs after the checkpoint, and a line cut off by the interruption
+            kept = [record for record in read_log(log) if record["epoch"] <= payload["epoch"]]
+            write_text_atomic(log, "".join(json.dumps(record) + "\n" for record in kept))
 
     def _write_run_json(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -364,4 +396,5 @@ def _fmt(value: float | None) -> str:
 
 def train(options: TrainOptions, echo: Callable[[str], None] = print) -> Path:
     """Train one recipe on one split; returns the run folder."""
-    return Trainer(options, echo).fit()
+    with out_of_memory_as_error("train"):
+        return Trainer(options, echo).fit()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from meid_bench.build.split_io import load_split
 from meid_bench.errors import MeidBenchError
+from meid_bench.fileio import check_output_folder
 from meid_bench.train.config import list_recipes, resolve_recipe_path
 
 
@@ -29,6 +30,7 @@ class SweepRun:
 
 
 def plan_sweep(split_dir: Path, recipes: Sequence[str], seeds: Sequence[int], runs_root: Path) -> list[SweepRun]:
+    check_output_folder(runs_root, force=False, option="--runs-root", existing_ok=True)
     split = load_split(split_dir)
     names = list_recipes() if list(recipes) == ["all"] else list(recipes)
     for name in names:

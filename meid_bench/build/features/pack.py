@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import re
 import threading
+import tokenize
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +26,15 @@ from typing import Any, Callable
 
 import numpy as np
 
+from meid_bench.checks import check_number
 from meid_bench.errors import MeidBenchError
+from meid_bench.fileio import check_free_space
 from meid_bench.build.features.frames import active_classes, frame_times, pack_frame_labels
 from meid_bench.build.features.store import FeatureStoreWriter, _store_dtype, check_finite
 
 PACK_FORMATS = ("npy", "i3d", "txt-dir")
+# What numpy raises on a damaged .npy file: a malformed header is parsed as Python literals (tokenize, ast).
+_NPY_ERRORS = (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError)
 _FRAME_NUMBER = re.compile(r"(\d+)(?:\.[^.\d][^.]*)?$")  # digits ending the name, before one extension
 
 
@@ -79,7 +84,7 @@ def _npy_header(path: Path) -> _NpyHeader:
                 shape, dtype, fortran = array.shape, array.dtype, True
                 del array
             offset = None if fortran and len(shape) > 1 else handle.tell()
-    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+    except _NPY_ERRORS as exc:
         raise MeidBenchError(f"{path}: not a readable .npy file ({exc}); re-export it with numpy.save") from None
     return _NpyHeader(tuple(shape), np.dtype(dtype), offset)
 
@@ -121,7 +126,7 @@ def _check_shape(path: Path, fmt: str, shape: tuple[int, ...], dtype: np.dtype) 
 def _load_npy(path: Path, fmt: str, dim: int, dtype: str) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except _NPY_ERRORS as exc:
         raise MeidBenchError(f"{path}: not a readable .npy file ({exc}); re-export it with numpy.save") from None
     frames, got_dim = _check_shape(path, fmt, array.shape, array.dtype)
     if got_dim != dim:
@@ -198,8 +203,9 @@ def _copy_npy(path: Path, header: _NpyHeader, fmt: str, dim: int, dtype: str, bu
     try:
         size = os.fstat(fd).st_size
         if size != header.data_offset + frames * row_bytes:
-            raise MeidBenchError(f"{path}: {size} bytes, its header announces {header.data_offset + frames * row_bytes}"
-                                 " (a source file changed while packing?); re-export it with numpy.save and pack again")
+            raise MeidBenchError(f"{path}: not a readable .npy file ({size} bytes, its header announces "
+                                 f"{header.data_offset + frames * row_bytes}: truncated, or changed while packing); "
+                                 "re-export it with numpy.save and pack again")
         step = max(1, _CHUNK_BYTES // row_bytes)
         for first in range(0, frames, step):
             count = min(step, frames - first)
@@ -209,7 +215,8 @@ def _copy_npy(path: Path, header: _NpyHeader, fmt: str, dim: int, dtype: str, bu
             while done < len(view):
                 got = os.preadv(fd, [view[done:]], at + done)
                 if got <= 0:
-                    raise MeidBenchError(f"{path}: the file ended early; re-export it with numpy.save")
+                    raise MeidBenchError(f"{path}: not a readable .npy file (it ended early); re-export it with "
+                                     "numpy.save")
                 done += got
             if source.dtype == store_dtype:
                 check_finite(source, str(path), first)
@@ -250,6 +257,7 @@ def pack_features(split: Any, source: str | os.PathLike, fmt: str, out: str | os
     if fmt not in PACK_FORMATS:
         raise MeidBenchError(f"--format {fmt!r}: choose one of {', '.join(PACK_FORMATS)}")
     _store_dtype(dtype)
+    check_number(fps, "--fps", low=0, low_open=True, allow_none=True)
     if not source.is_dir():
         raise MeidBenchError(f"{source}: no such folder of feature files (--source)")
     out = Path(out)
@@ -304,6 +312,8 @@ def pack_features(split: Any, source: str | os.PathLike, fmt: str, out: str | os
     assert dim is not None
     if dim < 1:
         raise MeidBenchError(f"{present[keep['video_id'][0]]}: the first frame holds no numbers")
+    check_free_space(out, float(counts.sum()) * dim * _store_dtype(dtype).itemsize, "write elsewhere or use "
+                     "--dtype float16")
 
     workers = max(1, int(workers))
     num_classes = split.num_classes if frame_labels else None

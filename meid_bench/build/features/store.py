@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -29,7 +28,9 @@ import h5py
 import numpy as np
 
 from meid_bench.errors import MeidBenchError
+from meid_bench.fileio import check_output_file, create_staging_file
 from meid_bench.build.features.frames import packed_width, unpack_frame_labels
+from meid_bench.build.features.store_check import read_store_index
 
 STORE_FORMAT = "meid-bench-features"
 STORE_FORMAT_VERSION = 1
@@ -71,9 +72,7 @@ class FeatureStoreWriter:
         from meid_bench import __version__
 
         self.path = Path(path)
-        if self.path.exists() and not force:
-            raise MeidBenchError(f"{self.path}: the output file already exists; pass --force to replace it or "
-                                 "choose another --out")
+        check_output_file(self.path, force)
         if dim <= 0:
             raise MeidBenchError(f"{self.path}: feature dimension {dim} must be positive")
         self.dim = int(dim)
@@ -81,9 +80,8 @@ class FeatureStoreWriter:
         self.total_frames = None if total_frames is None else int(total_frames)
         self.num_classes = None if not num_classes else int(num_classes)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.tmp-", suffix=".h5", dir=self.path.parent)
-        os.close(handle)
-        self._tmp = Path(tmp)
+        # HDF5 locks it while this writer lives: a later run removes it only once it is stale (remove_stale_staging).
+        self._tmp = create_staging_file(self.path, suffix=".h5")
         self._ids: list[str] = []
         self._seen: set[str] = set()
         self._offsets: list[int] = [0]
@@ -395,39 +393,15 @@ class FeatureStore:
             self._load_metadata(file)
 
     def _load_metadata(self, file: h5py.File) -> None:
-        attrs = file.attrs
         where = str(self.path)
-        if _attr_str(attrs.get("format")) != STORE_FORMAT:
-            raise MeidBenchError(f"{where}: attribute 'format' is not {STORE_FORMAT!r}; not a meid-bench feature "
-                                 "store (convert it with `meid-bench features pack`)")
-        if int(attrs.get("format_version", -1)) != STORE_FORMAT_VERSION:
-            raise MeidBenchError(f"{where}: attribute 'format_version' is {attrs.get('format_version')!r}, this "
-                                 f"meid-bench reads version {STORE_FORMAT_VERSION}; pack the features again")
-        if not bool(attrs.get("complete", False)):
-            raise MeidBenchError(f"{where}: not marked complete (an interrupted write); pack the features again")
-        for name in ("features", "offsets", "video_ids", "missing_video_ids"):
-            if name not in file:
-                raise MeidBenchError(f"{where}: dataset {name!r} is missing; pack the features again")
-        self.attrs: dict[str, Any] = {k: _attr_value(v) for k, v in attrs.items()}
-        features = file["features"]
-        self.dim = int(attrs["dim"])
-        self.dtype = np.dtype(_attr_str(attrs["dtype"]))
-        if features.ndim != 2 or features.shape[1] != self.dim or features.dtype != self.dtype:
-            raise MeidBenchError(f"{where}: dataset 'features' is {features.dtype}{features.shape}, attributes say "
-                                 f"dim {self.dim} {self.dtype}; the file is damaged, pack it again")
-        self.offsets = np.asarray(file["offsets"][()], dtype=np.int64)
-        self.video_ids: list[str] = [v.decode("utf-8") for v in file["video_ids"][()]]
-        self.missing_video_ids: list[str] = [v.decode("utf-8") for v in file["missing_video_ids"][()]]
-        total = features.shape[0]
-        if (len(self.offsets) != len(self.video_ids) + 1 or self.offsets[0] != 0 or self.offsets[-1] != total
-                or np.any(np.diff(self.offsets) < 1)):
-            raise MeidBenchError(f"{where}: the offsets index does not match {total} frames of "
-                                 f"{len(self.video_ids)} videos; the file is damaged, pack it again")
+        index = read_store_index(file, self.path, STORE_FORMAT, STORE_FORMAT_VERSION, STORE_DTYPES)
+        self.attrs: dict[str, Any] = index.attrs
+        self.dim, self.dtype = index.dim, index.dtype
+        self.offsets, self.video_ids, self.missing_video_ids = index.offsets, index.video_ids, index.missing_video_ids
         self._index = {v: i for i, v in enumerate(self.video_ids)}
-        if len(self._index) != len(self.video_ids):
-            raise MeidBenchError(f"{where}: duplicate video ids in the index; pack the features again")
-        self.num_classes = int(attrs.get("num_classes", 0))
-        self.has_frame_labels = "frame_labels" in file and self.num_classes > 0
+        self.num_classes, self.has_frame_labels = index.num_classes, index.has_frame_labels
+        features = file["features"]
+        total = features.shape[0]
         # Direct positional reads when the frames are one plain little-endian block of bytes in the file.
         self._data_offset: int | None = None
         plist = features.id.get_create_plist()
@@ -619,17 +593,3 @@ class FeatureStore:
 
 def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-
-
-def _attr_str(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    return "" if value is None else str(value)
-
-
-def _attr_value(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
