@@ -21,7 +21,7 @@ import click
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted run in --out from its last checkpoint (a run stopped before its first "
                    "checkpoint starts from scratch).")
-@click.option("--workers", type=click.IntRange(0, 64), default=1, show_default=True,
+@click.option("--workers", type=int, default=1, show_default=True,
               help="Threads that read the next batches from the store while the model trains (when the frames are "
                    "not held on the device); 0 reads in the training thread.")
 @click.option("--resident", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
