@@ -107,9 +107,12 @@ def select_videos(label_offsets: np.ndarray, label_values: np.ndarray, targets: 
         taken = np.zeros(len(candidates), dtype=bool)
         ties = tie_break[candidates]
         while counts[k] < goal and len(alive):
-            gain = _row_sums(entry_rows, entries, steps.up[classes, counts], len(candidates))[alive] + ties[alive]
             take = min(len(alive), max(1, (goal - counts[k] + 1) // 2))
-            order = np.argsort(gain, kind="stable")
+            if take == len(alive):  # every candidate goes in: their order does not matter
+                order = np.arange(take)
+            else:
+                gain = _row_sums(entry_rows, entries, steps.up[classes, counts], len(candidates))[alive] + ties[alive]
+                order = np.argsort(gain, kind="stable")
             chosen = alive[order[:take]]
             selected[candidates[chosen]] = True
             taken[:] = False
