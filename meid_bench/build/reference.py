@@ -7,12 +7,14 @@ files is compared to them; a match means the same videos, labels, segments and c
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 from pathlib import Path
 
 from meid_bench.build.split_io import TABLES, VIDEO_TABLES, Split
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "splits" / "expected"
+# The package data meid_bench.references: splits/expected/ of the repository, installed with the package.
+REFERENCE_DIR = Path(str(importlib.resources.files("meid_bench.references")))
 
 
 def reference_path(benchmark: str, reference_dir: Path = REFERENCE_DIR) -> Path:
