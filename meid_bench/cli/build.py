@@ -12,7 +12,8 @@ from meid_bench.build.protocol import BENCHMARKS, SOURCE_FOLDERS, BuildOptions, 
 from meid_bench.build.readers import VIEWS
 from meid_bench.build.reference import compare_to_reference, make_reference
 from meid_bench.build.split_io import load_split
-from meid_bench.build.summary import summarize_split
+from meid_bench.build.summary import split_record, summarize_split
+from meid_bench.cli.output import echo_json, json_option
 from meid_bench.fileio import write_json_atomic
 
 
@@ -29,6 +30,11 @@ def _report_reference(split) -> None:
         click.echo("shipped reference: DIFFERENT - " + "; ".join(differences), err=True)
     elif status == "not-applicable":
         click.echo("shipped reference: not compared (built with non-default parameters)")
+
+
+def _reference_record(split) -> dict:
+    status, differences = compare_to_reference(split)
+    return {"status": status, "differences": differences}
 
 
 def _parse_scale(text: str) -> float | None:
@@ -64,9 +70,10 @@ def _parse_scale(text: str) -> float | None:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output split folder [default: splits/<benchmark>].")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@json_option
 def build(benchmark: str, annotations: Path | None, imbalance: float, profile: str, seed: int, view: str,
           head_above: int | None, tail_below: int | None, target_scale: str, val_per_class: int, out: Path | None,
-          force: bool) -> None:
+          force: bool, as_json: bool) -> None:
     """Build a long-tailed multi-label split folder from raw annotations (protocol v1).
 
     \b
@@ -75,6 +82,7 @@ def build(benchmark: str, annotations: Path | None, imbalance: float, profile: s
       meid-bench build charadeslt --annotations data/charades --profile pareto --imbalance 50 --out splits/clt-p50
       meid-bench build charadesegolt --annotations data/charadesego --view ego
       meid-bench build videolt --annotations data/videolt
+      meid-bench build charadeslt --annotations data/charades --json > build.json
     """
     options = BuildOptions(benchmark=benchmark, imbalance=imbalance, profile=profile, seed=seed, view=view,
                            head_above=head_above, tail_below=tail_below, val_per_class=val_per_class,
@@ -82,6 +90,9 @@ def build(benchmark: str, annotations: Path | None, imbalance: float, profile: s
     out = out if out is not None else Path("splits") / benchmark
     path = build_and_write(options, annotations or default_annotations(benchmark), out, force=force)
     split = load_split(path)
+    if as_json:
+        echo_json({"split": split_record(split), "reference": _reference_record(split)})
+        return
     click.echo(summarize_split(split))
     _report_reference(split)
 
@@ -91,18 +102,26 @@ def build(benchmark: str, annotations: Path | None, imbalance: float, profile: s
 @click.option("--write-reference", type=click.Path(path_type=Path), default=None,
               help="Maintainers: write this split's reference (ids and content hashes, no labels) to a file.")
 @click.option("--without-ids", is_flag=True, help="With --write-reference: leave the video ids out.")
-def verify(split_dir: Path, write_reference: Path | None, without_ids: bool) -> None:
+@json_option
+def verify(split_dir: Path, write_reference: Path | None, without_ids: bool, as_json: bool) -> None:
     """Verify a split folder's checksums and row counts, and compare it with the shipped reference.
 
     \b
     Examples:
       meid-bench verify splits/charadeslt
+      meid-bench verify splits/charadeslt --json
       meid-bench verify splits/charadeslt --write-reference splits/expected/charadeslt.json
     """
     split = load_split(split_dir)
-    click.echo(f"{split_dir}: checksums and row counts OK (split checksum {split.checksum[:16]})")
     if write_reference is not None:
         write_json_atomic(write_reference, make_reference(split, include_ids=not without_ids))
+    if as_json:
+        outcome = {"reference_written": write_reference} if write_reference is not None \
+            else {"reference": _reference_record(split)}
+        echo_json({"split": split_record(split), "checks": "ok", **outcome})
+        return
+    click.echo(f"{split_dir}: checksums and row counts OK (split checksum {split.checksum[:16]})")
+    if write_reference is not None:
         click.echo(f"reference written to {write_reference}")
         return
     _report_reference(split)
@@ -121,4 +140,5 @@ def demo(out: Path, force: bool) -> None:
     """
     from meid_bench.demo import run_demo
 
-    run_demo(out, force=force, echo=click.echo)
+    report = run_demo(out, force=force)
+    click.echo(f"report: {report / 'index.html'}")
