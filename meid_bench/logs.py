@@ -38,17 +38,23 @@ class _CliFormatter(logging.Formatter):
         return message
 
 
-def configure_cli_logging(verbosity: int) -> None:
+def configure_cli_logging(verbosity: int) -> Callable[[], None]:
     """Route the ``meid_bench`` logger to stderr for one command: ``verbosity`` -1 (``-q``): warnings and errors,
-    0: information too, 1 or more (``-v``): debug messages too. Replaces the handler of an earlier call."""
-    for handler in list(logger.handlers):
-        if isinstance(handler, _ClickStderrHandler):
-            logger.removeHandler(handler)
+    0: information too, 1 or more (``-v``): debug messages too. Returns the function that puts the logger back as
+    it was (the CLI calls it when the command ends, so an in-process call leaves no handler behind)."""
     handler = _ClickStderrHandler()
     handler.setFormatter(_CliFormatter())
+    previous = (logger.level, logger.propagate)
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG)
     logger.propagate = False  # the command line prints each message once, whatever the root logger does
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(previous[0])
+        logger.propagate = previous[1]
+
+    return restore
 
 
 class _CallbackHandler(logging.Handler):

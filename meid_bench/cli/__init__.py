@@ -44,7 +44,7 @@ def main(verbose: int, quiet: bool) -> None:
       meid-bench -q train --split splits/charadeslt --json > result.json
       meid-bench report
     """
-    configure_cli_logging(-1 if quiet else verbose)
+    click.get_current_context().call_on_close(configure_cli_logging(-1 if quiet else verbose))
 
 
 # Command registration: one line per area module.
