@@ -11,27 +11,27 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 
 import pandas as pd
 
 from meid_bench import __version__
 from meid_bench.build.split_io import Split
-from meid_bench.report.paired import PAIRED_METRICS
 from meid_bench.report.plots import PNG_DPI
 from meid_bench.report.sections import SplitSection, verdict
 from meid_bench.report.tables import (
-    GROUP_METRICS,
-    METRICS,
     PAIRED_NOTE,
     PROTOCOL_NOTE,
+    SUMMARY_NOTE,
     has_repeats,
-    interval,
-    mean_std,
     method_summary,
-    metric_headers,
-    percent,
+    paired_headers,
+    paired_tables,
     results_frame,
-    signed,
+    run_headers,
+    run_rows,
+    summary_headers,
+    summary_rows,
 )
 
 
@@ -104,49 +104,30 @@ def _table(headers: list[str], rows: list[list[str]], numeric_from: int, css: st
     return f'<div class="scroll"><table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-def _headers(section: SplitSection, unit: str = "%") -> list[str]:
-    """Header cells with the unit and the group size on a second line."""
-    return [_e(h).replace(f" {unit} (", f" {unit}<br><small>(", 1).replace(" classes)", " classes)</small>", 1)
-            for h in metric_headers(section, unit)]
+def _headers(headers: list[str]) -> list[str]:
+    """Header cells, escaped; a group size goes on a second line: ``head %<br><small>(77 classes)</small>``."""
+    return [re.sub(r" \((\d+ classes)\)$", r"<br><small>(\1)</small>", _e(h)) for h in headers]
 
 
 def _summary_table(section: SplitSection, summary: pd.DataFrame) -> str:
-    rows = [[_e(r["method"]), str(int(r["runs"])), _e(r["seeds"])]
-            + [mean_std(r[f"{m}_pct_mean"], r[f"{m}_pct_std"]) for m in GROUP_METRICS]
-            + [mean_std(r["val_mAP_pct_mean"], r["val_mAP_pct_std"])] for _, r in summary.iterrows()]
-    return ("<p>Mean ± standard deviation over seeds.</p>"
-            + _table(["method", "runs", "seeds", *_headers(section), "val mAP %"], rows, 1, "results"))
+    rows = [[_e(c) for c in row] for row in summary_rows(summary)]
+    return f"<p>{_e(SUMMARY_NOTE)}</p>" + _table(_headers(summary_headers(section)), rows, 1, "results")
 
 
 def _runs_table(section: SplitSection, frame: pd.DataFrame) -> str:
-    rows = []
-    for _, row in frame.iterrows():
-        cells = [_e(row["run"]), _e(row["method"]), "" if pd.isna(row["seed"]) else str(row["seed"])]
-        cells += [percent(row[f"{m}_pct"]) for m in METRICS] + [percent(row["val_mAP_pct"])]
-        total = int(row["classes_evaluated"]) + int(row["classes_without_positives"])
-        cells.append(f"{int(row['classes_evaluated'])} of {total}")
-        rows.append(cells)
-    headers = ["run", "method", "seed", *_headers(section), "top-1 %", "top-5 %", "val mAP %", "classes evaluated"]
-    return _table(headers, rows, 2, "results")
+    rows = [[_e(c) for c in row] for row in run_rows(frame)]
+    return _table(_headers(run_headers(section)), rows, 2, "results")
 
 
 def _paired_html(section: SplitSection, summary: pd.DataFrame, by_seed: pd.DataFrame) -> list[str]:
-    mine = summary[summary["split_checksum"] == section.split.checksum]
-    if mine.empty:
+    tables = paired_tables(section, summary, by_seed)
+    if not tables:
         return []
     out = ["<h3>Paired differences, in percentage points</h3>", f'<p class="note">{_e(PAIRED_NOTE)}</p>']
-    seeds = by_seed[by_seed["split_checksum"] == section.split.checksum]
-    for reference, group in mine.groupby("reference", sort=False):
-        rows = []
-        for _, row in group.iterrows():
-            pairs = seeds[(seeds["method"] == row["method"]) & (seeds["reference"] == reference)]
-            for _, pair in pairs.iterrows():
-                rows.append([_e(row["method"]), str(pair["seed"])]
-                            + [signed(pair[f"{m}_diff_pp"]) for m in PAIRED_METRICS])
-            if int(row["seeds"]) > 1:
-                rows.append([f"<b>{_e(row['method'])}</b>", '<b class="nowrap">mean [95% CI]</b>']
-                            + [f"<b>{_e(interval(row, m))}</b>" for m in PAIRED_METRICS])
-        out.append(_table([f"method − {_e(reference)}", "seed", *_headers(section, "pp")], rows, 2, "results"))
+    for reference, rows in tables:
+        cells = [[f'<b{" class=nowrap" if i == 1 else ""}>{_e(c)}</b>' if mean else _e(c) for i, c in enumerate(row)]
+                 for mean, row in rows]
+        out.append(_table(_headers(paired_headers(section, reference)), cells, 2, "results"))
     return out
 
 

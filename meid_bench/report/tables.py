@@ -115,6 +115,63 @@ def metric_headers(section: SplitSection, unit: str = "%") -> list[str]:
     return [f"{labels[m][0]} {unit} ({sizes[labels[m][1]]} classes)" for m in GROUP_METRICS]
 
 
+# -- table rows as text, shared by Markdown and HTML (each escapes and emphasises its own way) -----------------------
+
+SUMMARY_NOTE = ("Test mAP in %, mean ± standard deviation over seeds. Validation mAP (val) chose each run's best "
+                "epoch and the best method above; the test set chose nothing.")
+
+
+def summary_rows(summary: pd.DataFrame) -> list[list[str]]:
+    """One row per method: method, runs, seeds, the four group mAPs and validation mAP as ``mean ± std``."""
+    return [[str(r["method"]), str(int(r["runs"])), str(r["seeds"])]
+            + [mean_std(r[f"{m}_pct_mean"], r[f"{m}_pct_std"]) for m in GROUP_METRICS]
+            + [mean_std(r["val_mAP_pct_mean"], r["val_mAP_pct_std"])] for _, r in summary.iterrows()]
+
+
+def summary_headers(section: SplitSection) -> list[str]:
+    return ["method", "runs", "seeds", *metric_headers(section), "val mAP %"]
+
+
+def run_rows(frame: pd.DataFrame) -> list[list[str]]:
+    """One row per run: run, method, seed, every metric (%), validation mAP (%), classes evaluated."""
+    rows = []
+    for _, row in frame.iterrows():
+        cells = [str(row["run"]), str(row["method"]), "" if pd.isna(row["seed"]) else str(row["seed"])]
+        cells += [percent(row[f"{m}_pct"]) for m in METRICS] + [percent(row["val_mAP_pct"])]
+        total = int(row["classes_evaluated"]) + int(row["classes_without_positives"])
+        cells.append(f"{int(row['classes_evaluated'])} of {total}")
+        rows.append(cells)
+    return rows
+
+
+def run_headers(section: SplitSection) -> list[str]:
+    return ["run", "method", "seed", *metric_headers(section), "top-1 %", "top-5 %", "val mAP %",
+            "classes evaluated"]
+
+
+def paired_tables(section: SplitSection, summary: pd.DataFrame,
+                  by_seed: pd.DataFrame) -> list[tuple[str, list[tuple[bool, list[str]]]]]:
+    """Per reference method of the split: its rows, ``(is_mean_row, cells)``; each method's seeds (method, seed,
+    the four differences) and then, for two seeds or more, its mean with the 95% interval."""
+    mine = summary[summary["split_checksum"] == section.split.checksum]
+    seeds = by_seed[by_seed["split_checksum"] == section.split.checksum]
+    tables = []
+    for reference, group in mine.groupby("reference", sort=False):
+        rows: list[tuple[bool, list[str]]] = []
+        for _, row in group.iterrows():
+            pairs = seeds[(seeds["method"] == row["method"]) & (seeds["reference"] == reference)]
+            rows += [(False, [str(row["method"]), str(pair["seed"])]
+                      + [signed(pair[f"{m}_diff_pp"]) for m in PAIRED_METRICS]) for _, pair in pairs.iterrows()]
+            if int(row["seeds"]) > 1:
+                rows.append((True, [str(row["method"]), "mean [95% CI]"] + [interval(row, m) for m in PAIRED_METRICS]))
+        tables.append((str(reference), rows))
+    return tables
+
+
+def paired_headers(section: SplitSection, reference: str) -> list[str]:
+    return [f"method − {reference}", "seed", *metric_headers(section, "pp")]
+
+
 # -- Markdown -----------------------------------------------------------------------------------------------------
 
 def _md(text: object) -> str:
@@ -123,8 +180,8 @@ def _md(text: object) -> str:
 
 def _md_table(headers: list[str], rows: list[list[str]], numeric_from: int) -> list[str]:
     align = ["---"] * numeric_from + ["---:"] * (len(headers) - numeric_from)
-    return (["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
-            + ["| " + " | ".join(row) + " |" for row in rows] + [""])
+    return (["| " + " | ".join(_md(h) for h in headers) + " |", "|" + "|".join(align) + "|"]
+            + ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows] + [""])
 
 
 def results_markdown(sections: Sequence[SplitSection], frame: pd.DataFrame, paired_summary: pd.DataFrame,
@@ -135,51 +192,26 @@ def results_markdown(sections: Sequence[SplitSection], frame: pd.DataFrame, pair
     lines += ["", f"{PROTOCOL_NOTE} Written by meid-bench {__version__}.", ""]
     for section in sections:
         part = frame[frame["split_checksum"] == section.split.checksum]
+        repeats = has_repeats(part)
         lines += [f"## {section.title}", ""]
-        if has_repeats(part):
-            lines += ["Test mAP in %, mean ± standard deviation over seeds. Validation mAP (val) chose each run's "
-                      "best epoch and the best method above; the test set chose nothing.", ""]
-            summary = method_summary(part)
-            rows = [[_md(r["method"]), str(int(r["runs"])), r["seeds"]]
-                    + [mean_std(r[f"{m}_pct_mean"], r[f"{m}_pct_std"]) for m in GROUP_METRICS]
-                    + [mean_std(r["val_mAP_pct_mean"], r["val_mAP_pct_std"])] for _, r in summary.iterrows()]
-            lines += _md_table(["method", "runs", "seeds", *metric_headers(section), "val mAP %"], rows, 3)
-        runs_at = len(lines)
-        lines += ["### Runs" if has_repeats(part) else "Test metrics in %, one row per run:", ""]
-        rows = []
-        for _, row in part.iterrows():
-            cells = [_md(row["run"]), _md(row["method"]), "" if pd.isna(row["seed"]) else str(row["seed"])]
-            cells += [percent(row[f"{m}_pct"]) for m in METRICS] + [percent(row["val_mAP_pct"])]
-            total = int(row["classes_evaluated"]) + int(row["classes_without_positives"])
-            cells.append(f"{int(row['classes_evaluated'])} of {total}")
-            rows.append(cells)
-        lines += _md_table(["run", "method", "seed", *metric_headers(section), "top-1 %", "top-5 %", "val mAP %",
-                            "classes evaluated"], rows, 3)
+        if repeats:
+            lines += [SUMMARY_NOTE, ""] + _md_table(summary_headers(section), summary_rows(method_summary(part)), 3)
+        runs = ["### Runs" if repeats else "Test metrics in %, one row per run:", ""]
+        runs += _md_table(run_headers(section), run_rows(part), 3)
         paired = _paired_markdown(section, paired_summary, paired_by_seed)
-        if has_repeats(part):  # the summary, then the differences, then every run
-            lines[runs_at:runs_at] = paired
-        else:  # the runs are the results table
-            lines += paired
+        # With seeds: the summary, the differences, every run. Without: the runs are the results table.
+        lines += paired + runs if repeats else runs + paired
         lines += [f"Split `{section.split.path}`, checksum `{section.split.checksum}`.", ""]
     return "\n".join(lines)
 
 
 def _paired_markdown(section: SplitSection, summary: pd.DataFrame, by_seed: pd.DataFrame) -> list[str]:
-    mine = summary[summary["split_checksum"] == section.split.checksum]
-    if mine.empty:
+    tables = paired_tables(section, summary, by_seed)
+    if not tables:
         return []
     lines = ["### Paired differences (test, percentage points)", "", PAIRED_NOTE, ""]
-    seeds = by_seed[by_seed["split_checksum"] == section.split.checksum]
-    for reference, group in mine.groupby("reference", sort=False):
-        rows = []
-        for _, row in group.iterrows():
-            pairs = seeds[(seeds["method"] == row["method"]) & (seeds["reference"] == reference)]
-            for _, pair in pairs.iterrows():
-                rows.append([_md(row["method"]), str(pair["seed"])]
-                            + [signed(pair[f"{m}_diff_pp"]) for m in PAIRED_METRICS])
-            if int(row["seeds"]) > 1:
-                rows.append([f"**{_md(row['method'])}**", "**mean [95% CI]**"]
-                            + [interval(row, m) for m in PAIRED_METRICS])
+    for reference, rows in tables:
+        cells = [[f"**{c}**" if mean and i < 2 else c for i, c in enumerate(row)] for mean, row in rows]
         lines += [f"Reference: **{_md(reference)}**", ""]
-        lines += _md_table([f"method − {_md(reference)}", "seed", *metric_headers(section, "pp")], rows, 2)
+        lines += _md_table(paired_headers(section, reference), cells, 2)
     return lines
