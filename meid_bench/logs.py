@@ -9,6 +9,7 @@ errors), so that stdout holds only a command's results (one JSON object with ``-
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -36,6 +37,11 @@ class _CliFormatter(logging.Formatter):
         if record.levelno < logging.INFO:
             return f"debug: {record.name}: {message}"
         return message
+
+
+def progress_wanted() -> bool:
+    """Whether a command draws progress bars: at a terminal, unless ``-q`` keeps only warnings."""
+    return sys.stderr.isatty() and logger.isEnabledFor(logging.INFO)
 
 
 def configure_cli_logging(verbosity: int) -> Callable[[], None]:

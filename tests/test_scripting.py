@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import threading
 from pathlib import Path
 
@@ -158,6 +159,17 @@ def test_load_run_rebuilds_the_model_that_wrote_the_predictions(project):
     assert meid_bench.load_run(project / "run", checkpoint="last").epoch == 1
     with pytest.raises(MeidBenchError, match="choose one of best, last"):
         meid_bench.load_run(project / "run", checkpoint="final")
+
+
+def test_load_run_of_a_checkpoint_without_class_groups_reads_the_split(project, tmp_path):
+    # Checkpoints of meid-bench 0.1 did not record the class groups: the split (through run.json) gives them.
+    shutil.copytree(project / "run", tmp_path / "old")
+    payload = torch.load(tmp_path / "old" / "checkpoints" / "best.pt", weights_only=True)
+    del payload["class_groups"]
+    torch.save(payload, tmp_path / "old" / "checkpoints" / "best.pt")
+    old, new = meid_bench.load_run(tmp_path / "old"), meid_bench.load_run(project / "run")
+    features = torch.randn(3, 5, 16)
+    assert torch.equal(old.model(features).logits, new.model(features).logits)
 
 
 def dataset_ids(dataset: VideoFeatureDataset) -> list[str]:

@@ -42,14 +42,13 @@ def train(split_dir: Path, features: Path | None, recipe: str, out: Path | None,
       meid-bench train --split splits/charadeslt --out runs/charadeslt-meid-seed0 --resume
       torchrun --nproc_per_node 2 -m meid_bench train --split splits/charadeslt --recipe meid
     """
-    import sys
-
+    from meid_bench.logs import progress_wanted
     from meid_bench.train.loop import TrainOptions
     from meid_bench.train.loop import train as run_training
 
     options = TrainOptions(split=split_dir, features=features, recipe=recipe, out=out, device=device,
                            epochs=epochs, seed=seed, resume=resume, workers=workers, resident=resident,
-                           overrides=overrides, progress=sys.stderr.isatty())
+                           overrides=overrides, progress=progress_wanted())
     run_dir = run_training(options)
     if as_json:
         echo_json(run_summary(run_dir))
