@@ -253,8 +253,8 @@ class Trainer:
         steps = self.streams[STREAM_INSTANCE].steps_per_epoch() * first_decay
         if steps * optim.lr < SHORT_SCHEDULE_LR_STEPS:
             logger.warning(f"this schedule makes {steps} steps at lr {optim.lr:g} before its first decay; on "
-                        "CharadesLT-sized splits the reference schedule barely trains (docs/results.md uses "
-                        "--epochs 40 --set optim.lr=1e-3 --set 'optim.milestones=[30,36]')")
+                           "CharadesLT-sized splits the reference schedule barely trains (docs/results.md uses "
+                           "--epochs 40 --set optim.lr=1e-3 --set 'optim.milestones=[30,36]')")
 
     # -- per-epoch bookkeeping (rank 0 only) -----------------------------------------------------------------
     def _end_of_epoch(self, epoch: int, record: dict) -> None:
@@ -285,8 +285,8 @@ class Trainer:
             write_json_atomic(self.run_dir / name, result)
         test = json.loads((self.run_dir / "metrics.json").read_text())
         logger.info(f"best epoch {best['epoch'] + 1} (val mAP {_fmt(self.best['val_mAP'])}); test mAP "
-                  f"{_fmt(test['mAP'])} (head {_fmt(test['mAP_head'])}, medium {_fmt(test['mAP_medium'])}, tail "
-                  f"{_fmt(test['mAP_tail'])}); run in {self.run_dir}")
+                    f"{_fmt(test['mAP'])} (head {_fmt(test['mAP_head'])}, medium {_fmt(test['mAP_medium'])}, tail "
+                    f"{_fmt(test['mAP_tail'])}); run in {self.run_dir}")
 
     # -- run folder and checkpoints ---------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
