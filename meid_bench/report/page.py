@@ -142,28 +142,28 @@ def _facts_table(split: Split) -> str:
     rows: list[tuple[str, str]] = [("benchmark", split.name), ("protocol", str(manifest.get("protocol", "")))]
     if parameters.get("target_scale", "") is None:
         chosen = fidelity.get("target_scale")
-        parameters["target_scale"] = "auto" + (f" (chose {fmt(chosen)})" if chosen is not None else "")
-    rows += [(f"parameter {key}", fmt(value)) for key, value in parameters.items() if key != "benchmark"]
-    rows.append(("videos", " · ".join(f"{subset} {fmt(len(split.table(subset)))}"
+        parameters["target_scale"] = "auto" + (f" (chose {_value(chosen)})" if chosen is not None else "")
+    rows += [(f"parameter {key}", _value(value)) for key, value in parameters.items() if key != "benchmark"]
+    rows.append(("videos", " · ".join(f"{subset} {_value(len(split.table(subset)))}"
                                       for subset in ("train", "val", "test"))))
     rule = ""
     if "head_above" in groups and "tail_below" in groups:
-        rule = (f" (head: more than {fmt(groups['head_above'])} training videos, tail: fewer than "
-                f"{fmt(groups['tail_below'])})")
+        rule = (f" (head: more than {_value(groups['head_above'])} training videos, tail: fewer than "
+                f"{_value(groups['tail_below'])})")
     rows.append(("classes", f"{split.num_classes}: head {sizes['head']}, medium {sizes['medium']}, tail "
                             f"{sizes['tail']}{rule}"))
     if "requested_imbalance" in fidelity:
-        rows.append(("imbalance factor", f"requested {fmt(fidelity['requested_imbalance'])}, achieved "
-                                         f"{fmt(fidelity.get('achieved_imbalance'))}"))
+        rows.append(("imbalance factor", f"requested {_value(fidelity['requested_imbalance'])}, achieved "
+                                         f"{_value(fidelity.get('achieved_imbalance'))}"))
         rows.append(("fidelity to the targets", f"|log(achieved / target)| median "
-                     f"{fmt(fidelity.get('abs_log_ratio_median'))}, 90th percentile "
-                     f"{fmt(fidelity.get('abs_log_ratio_p90'))}; bounds "
+                     f"{_value(fidelity.get('abs_log_ratio_median'))}, 90th percentile "
+                     f"{_value(fidelity.get('abs_log_ratio_p90'))}; bounds "
                      f"{'met' if fidelity.get('bounds_met') else 'NOT met'}"))
     elif "train_videos_max_over_min" in fidelity:
-        rows.append(("imbalance (largest / smallest class)", fmt(fidelity["train_videos_max_over_min"])))
+        rows.append(("imbalance (largest / smallest class)", _value(fidelity["train_videos_max_over_min"])))
     frame_level = manifest.get("frame_level", {})
     if frame_level.get("train_seconds_max_over_min") is not None:
-        rows.append(("frame-level imbalance (annotated seconds)", fmt(frame_level["train_seconds_max_over_min"])))
+        rows.append(("frame-level imbalance (annotated seconds)", _value(frame_level["train_seconds_max_over_min"])))
     for source in manifest.get("sources", []):
         name = source.get("file", source.get("name", "?"))
         rows.append((f"source {name}", f"sha256 {source.get('sha256', '')}"))
@@ -174,7 +174,7 @@ def _facts_table(split: Split) -> str:
             f"<details><summary>manifest.json, every field</summary><pre>{_e(manifest_text)}</pre></details>")
 
 
-def fmt(value: object) -> str:
+def _value(value: object) -> str:
     """A manifest value for people: thousands separated, floats to 4 significant digits, none for null."""
     if value is None:
         return "none"
