@@ -29,7 +29,8 @@ from meid_bench.evaluator import read_predictions
 from meid_bench.train import sweep as sweep_module
 from meid_bench.train.config import apply_overrides, list_recipes, load_recipe
 from meid_bench.train.batches import EvalStream
-from meid_bench.train.loop import TrainOptions, predict, resolve_device, train
+from meid_bench.devices import resolve_device
+from meid_bench.train.loop import TrainOptions, predict, train
 
 TINY = ("batch_size=16", "data.train_frames=4", "data.eval_frames=6", "optim.lr=3e-3", "model.dropout=0.1",
         "model.hidden=8")

@@ -37,6 +37,35 @@ def _reference_record(split) -> dict:
     return {"status": status, "differences": differences}
 
 
+def _default_store_attrs(split_dir: Path) -> tuple[Path, dict] | None:
+    """The split's default feature store and its root attributes, or None without one."""
+    from meid_bench.build.features import default_feature_path
+    from meid_bench.build.features.store import FeatureStore
+
+    path = default_feature_path(split_dir)
+    return (path, dict(FeatureStore(path).attrs)) if path.is_file() else None
+
+
+def _report_feature_spec(split_dir: Path) -> None:
+    # Which recommended feature specification the split's default store follows (docs/protocol.md, section 8).
+    from meid_bench.extract.spec import describe_spec
+
+    store = _default_store_attrs(split_dir)
+    if store is not None:
+        click.echo(f"{store[0]}: {describe_spec(store[1])}")
+
+
+def _feature_spec_record(split_dir: Path) -> dict | None:
+    """The same for ``--json``: the default store, its specification (or null) and why; None without a store."""
+    from meid_bench.extract.spec import spec_of
+
+    store = _default_store_attrs(split_dir)
+    if store is None:
+        return None
+    name, reason = spec_of(store[1])
+    return {"store": store[0], "specification": name, "reason": reason}
+
+
 def _parse_scale(text: str) -> float | None:
     if text == "auto":
         return None
@@ -118,9 +147,11 @@ def verify(split_dir: Path, write_reference: Path | None, without_ids: bool, as_
     if as_json:
         outcome = {"reference_written": write_reference} if write_reference is not None \
             else {"reference": _reference_record(split)}
-        echo_json({"split": split_record(split), "checks": "ok", **outcome})
+        echo_json({"split": split_record(split), "checks": "ok", "features": _feature_spec_record(split_dir),
+                   **outcome})
         return
     click.echo(f"{split_dir}: checksums and row counts OK (split checksum {split.checksum[:16]})")
+    _report_feature_spec(split_dir)
     if write_reference is not None:
         click.echo(f"reference written to {write_reference}")
         return

@@ -15,10 +15,11 @@ _DTYPES = click.Choice(["float16", "float32"])
 
 @click.group()
 def features() -> None:
-    """Frame feature stores: pack released features, simulate proxy features, inspect, probe.
+    """Frame feature stores: extract from videos, pack released features, simulate proxy features, inspect, probe.
 
     \b
     Examples:
+      meid-bench features extract --split splits/charadeslt --videos data/Charades_v1 --backbone resnet101
       meid-bench features synth --split splits/charadeslt
       meid-bench features pack --split splits/videolt --source /data/videolt/r101 --format npy \\
           --out features/videolt-r101.h5 --dtype float16
@@ -138,6 +139,7 @@ def info(store_path: Path, split_dir: Path | None) -> None:
     """
     from meid_bench.build.features.store import FeatureStore
     from meid_bench.build.split_io import load_split
+    from meid_bench.extract.spec import describe_spec
 
     store = FeatureStore(store_path)
     lengths = store.offsets[1:] - store.offsets[:-1]
@@ -146,6 +148,7 @@ def info(store_path: Path, split_dir: Path | None) -> None:
     click.echo(f"frames per video: min {lengths.min()}, median {int(sorted(lengths)[len(lengths) // 2])}, max "
                f"{lengths.max()}; fps {store.fps if store.fps else 'unknown'}")
     click.echo(f"generator: {store.attrs.get('generator', '')}; simulated: {'YES' if store.simulated else 'no'}")
+    click.echo(describe_spec(store.attrs))
     click.echo(f"split checksum: {store.split_checksum}; benchmark: {store.attrs.get('benchmark', '')}; "
                f"missing videos: {len(store.missing_video_ids)}; per-frame labels: "
                f"{'yes' if store.has_frame_labels else 'no'}")
@@ -182,3 +185,8 @@ def probe(split_dir: Path, store_path: Path | None, train_subset: str, eval_subs
     for group in ("all", "head", "medium", "tail"):
         suffix = "" if group == "all" else f"_{group}"
         click.echo(f"{group:8} {result['mAP' + suffix]:7.3f} {result['chance' + suffix]:7.3f}")
+
+
+from meid_bench.cli.extract import extract as _extract  # noqa: E402
+
+features.add_command(_extract)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from meid_bench.build.features import default_feature_path
 from meid_bench.build.features.store import FeatureStore
 from meid_bench.build.split_io import Split, load_split, sha256_file
 from meid_bench.data import GpuResidentFeatures, VideoFeatureDataset
+from meid_bench.devices import resolve_device
 from meid_bench.errors import MeidBenchError
 from meid_bench.evaluator import Evaluator, write_predictions
 from meid_bench.fileio import read_record, write_json_atomic
@@ -64,25 +64,6 @@ class TrainOptions:
     eval_batch_size: int = 256
     overrides: tuple[str, ...] = ()  # "optim.lr=1e-3", ... applied to the recipe
     progress: bool = False  # a per-epoch progress bar on stderr (the CLI turns it on at a terminal)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (the current GPU if one is visible, else the CPU), ``cpu``, ``cuda`` (the current GPU) or
-    ``cuda:N`` (GPU N of those visible, as ``nvidia-smi`` numbers them unless CUDA_VISIBLE_DEVICES says otherwise)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name != "cuda" and not re.fullmatch(r"cuda:\d+", name):
-        raise MeidBenchError(f"--device {name!r}: choose auto, cpu, cuda or cuda:N (N a GPU number, e.g. cuda:1)")
-    if not torch.cuda.is_available():
-        raise MeidBenchError(f"--device {name}: no CUDA GPU is visible to PyTorch here; use --device cpu or auto")
-    device = torch.device(name)
-    count = torch.cuda.device_count()
-    if device.index is not None and device.index >= count:
-        raise MeidBenchError(f"--device {name}: {count} GPU(s) visible here (cuda:0 to cuda:{count - 1}); choose "
-                             "one of them")
-    return device
 
 
 def default_run_dir(split: Split, recipe: Recipe, seed: int) -> Path:

@@ -47,7 +47,7 @@ def sweep_devices(device: str) -> list[str]:
     with several, else just ``device``. A bad or unavailable device is an error before any run starts."""
     import torch  # only here: planning a sweep needs no torch
 
-    from meid_bench.train.loop import resolve_device
+    from meid_bench.devices import resolve_device
 
     resolved = resolve_device(device)
     count = torch.cuda.device_count() if resolved.type == "cuda" else 0

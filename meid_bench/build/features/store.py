@@ -163,6 +163,14 @@ class FeatureStoreWriter:
         if self._pending_bytes >= _FLUSH_BYTES or frames.nbytes >= _DIRECT_BYTES:
             self._flush()
 
+    def set_attributes(self, **attributes: str | int | float | bool) -> None:
+        """Record extra root attributes (an extractor's provenance: backbone, weights, decoder, ...). The store's
+        own attributes (format, dim, dtype, fps, complete, ...) cannot be replaced this way."""
+        for name, value in attributes.items():
+            if name in self._file.attrs or name in ("num_videos", "num_frames", "num_missing"):
+                raise ValueError(f"attribute {name!r} belongs to the store format; pick another name")
+            self._file.attrs[name] = value
+
     def record_missing(self, video_ids: Iterable[str]) -> None:
         """Record videos of the split that have no features (a store packed with --allow-missing)."""
         self._missing.extend(str(v) for v in video_ids)
