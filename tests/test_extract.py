@@ -23,6 +23,7 @@ from meid_bench.cli import main
 from meid_bench.extract.catalog import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD, Preprocessing
 from meid_bench.extract.run import ExtractOptions, extract_features
 from meid_bench.extract.write import work_folder_for
+from meid_bench.logs import log_lines_to
 from extract_media import HEIGHT, WIDTH, frame_image, write_frame_folder, write_video
 from test_feature_store import make_split
 
@@ -196,7 +197,8 @@ def test_resume_after_a_kill_gives_the_same_bytes(media, stores, tmp_path):
     with pytest.raises(MeidBenchError, match="batch = 32"):
         extract_features(options(media, out, resume=True, batch=4))
     said, ticks = [], []
-    report = extract_features(options(media, out, resume=True), progress=ticks.append, echo=said.append)
+    with log_lines_to(said.append):
+        report = extract_features(options(media, out, resume=True), progress=ticks.append)
     assert report.resumed == 2 and report.videos == 11 and not folder.exists()
     assert said == [f"resuming: 2 videos already extracted in {folder}"] and ticks[0] == 2 and sum(ticks) == 11
     assert digest(out) == digest(stores[("resnet50", "videos")])

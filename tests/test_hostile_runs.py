@@ -267,7 +267,7 @@ METRICS_DAMAGE = [
     ("classes_evaluated_tail", -1, "field 'classes_evaluated_tail'"),
     ("best_epoch", "x", "field 'best_epoch'"),
     ("subset", 1, "field 'subset'"),
-    ("subset", "val", "subset is 'val', a report needs test metrics"),
+    ("subset", "val", "subset is 'val', expected 'test'"),
     ("split_checksum", [1], "field 'split_checksum'"),
     ("split_checksum", "0" * 64, "split_checksum does not match"),
     ("num_classes", 0, "field 'num_classes'"),

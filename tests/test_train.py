@@ -177,7 +177,7 @@ def test_a_schedule_too_short_for_the_split_is_flagged(tiny_split, tmp_path):
         options = TrainOptions(split=tiny_split, recipe="late_avg", out=tmp_path / out, epochs=2, device="cpu",
                                overrides=TINY + ("model.hidden=8", f"optim.lr={lr}"))
         train(options, echo=lines.append)
-        return [line for line in lines if line.startswith("note: this schedule makes")]
+        return [line for line in lines if line.startswith("this schedule makes")]
 
     assert len(notes("slow", "1e-4")) == 1  # about 15 steps at 1e-4: the model would barely move
     assert notes("fast", "5e-2") == []

@@ -8,6 +8,7 @@ compared are always recomputed from the tables, never taken from the split's own
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,7 +17,8 @@ from meid_bench.build.split_io import TABLES, VIDEO_TABLES, Split, table_content
 from meid_bench.checks import Fields, loads_json
 from meid_bench.errors import MeidBenchError
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "splits" / "expected"
+# The package data meid_bench.references: splits/expected/ of the repository, installed with the package.
+REFERENCE_DIR = Path(str(importlib.resources.files("meid_bench.references")))
 
 
 def reference_path(benchmark: str, reference_dir: Path = REFERENCE_DIR) -> Path:

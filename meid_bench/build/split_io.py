@@ -170,6 +170,14 @@ class Split:
         ids = self.classes["class_id"].to_numpy()
         return {name: ids[group == name].astype(np.int64) for name in GROUPS}
 
+    def __repr__(self) -> str:
+        """One line, like a dataset summary: ``Split(charadeslt, 157 classes (head 77, medium 56, tail 24), videos
+        train 4734 / val 724 / test 1814, checksum 1a2b3c4d5e6f, path 'splits/charadeslt')``."""
+        groups = ", ".join(f"{name} {int((self.classes['group'] == name).sum())}" for name in GROUPS)
+        videos = " / ".join(f"{name} {len(getattr(self, name))}" for name in VIDEO_TABLES)
+        return (f"Split({self.name}, {self.num_classes} classes ({groups}), videos {videos}, "
+                f"checksum {self.checksum[:12]}, path {str(self.path)!r})")
+
     def table(self, subset: str) -> pd.DataFrame:
         if subset not in VIDEO_TABLES:
             raise MeidBenchError(f"unknown subset {subset!r}: choose one of {', '.join(VIDEO_TABLES)}")

@@ -1,32 +1,24 @@
 """The `meid-bench` command line: a click group whose commands live one area per module and call the library.
 
 Every command turns :class:`~meid_bench.errors.MeidBenchError` into a one-line message and its exit status (2 for
-bad input, 1 for a verification mismatch); library warnings go to stderr as ``meid-bench: warning: ...``.
+bad input, 1 for a verification mismatch). Messages (progress, notes, warnings) are logged and go to stderr
+(``-v`` / ``-q`` on the group); stdout holds only what a command produces, and with ``--json`` exactly one JSON
+object.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
 from meid_bench import __version__
-from meid_bench.errors import MeidBenchError, logger
-
-
-class _StderrWarnings(logging.Handler):
-    """Library warnings as one stderr line each (through click, so that test runners capture them)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"meid-bench: warning: {record.getMessage()}", err=True)
+from meid_bench.errors import MeidBenchError
+from meid_bench.logs import configure_cli_logging
 
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
-        if not logger.handlers:
-            logger.addHandler(_StderrWarnings(logging.WARNING))
-            logger.propagate = False
         try:
             return super().invoke(ctx)
         except MeidBenchError as exc:
@@ -36,8 +28,13 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="meid-bench")
-def main() -> None:
+@click.option("-v", "--verbose", count=True, help="More messages on stderr (-v: debug messages too).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+def main(verbose: int, quiet: bool) -> None:
     """Long-tailed multi-label video recognition: build benchmarks, train reference models, evaluate, report.
+
+    Messages go to stderr; results to stdout (`--json` on build, verify, evaluate and train prints one JSON
+    object there and nothing else).
 
     \b
     Examples:
@@ -45,8 +42,10 @@ def main() -> None:
       meid-bench build charadeslt --annotations data/charades --imbalance 100
       meid-bench features synth --split splits/charadeslt
       meid-bench train --split splits/charadeslt
+      meid-bench -q train --split splits/charadeslt --json > result.json
       meid-bench report
     """
+    click.get_current_context().call_on_close(configure_cli_logging(-1 if quiet else verbose))
 
 
 # Command registration: one line per area module.
@@ -69,3 +68,7 @@ from meid_bench.cli import train as _train  # noqa: E402
 
 main.add_command(_train.train)
 main.add_command(_train.sweep)
+
+from meid_bench.cli import recipes as _recipes  # noqa: E402
+
+main.add_command(_recipes.recipes)

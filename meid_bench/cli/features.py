@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from meid_bench.logs import progress_wanted
 
 _DTYPES = click.Choice(["float16", "float32"])
 
@@ -26,7 +27,7 @@ def features() -> None:
 
 
 def _progress(label: str, length: int):
-    return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True)
+    return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True, hidden=not progress_wanted())
 
 
 def _prepare_output(out: Path, force: bool) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import json
+import logging
 import math
 import platform
 import time
@@ -27,6 +28,7 @@ from meid_bench.build.features import default_feature_path
 from meid_bench.build.features.pack import split_video_table
 from meid_bench.build.features.store import _store_dtype, check_finite
 from meid_bench.build.split_io import load_split
+from meid_bench.devices import resolve_device
 from meid_bench.errors import MeidBenchError
 from meid_bench.extract.backbones import build_backbone
 from meid_bench.extract.catalog import BackboneInfo, Preprocessing, backbone_info
@@ -38,6 +40,7 @@ from meid_bench.extract.spec import recommended_fps
 from meid_bench.extract.weights import RANDOM, load_weights, resolve_weights
 from meid_bench.extract.write import WorkFolder
 
+logger = logging.getLogger(__name__)
 
 @dataclass
 class ExtractOptions:
@@ -82,24 +85,6 @@ class ExtractReport:
     decode_seconds: float = 0.0  # summed over worker threads
     backbone_seconds: float = 0.0  # preprocessing on the device and the forward passes
     wall_seconds: float = 0.0
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, checked against what PyTorch sees."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        index = name.partition(":")[2]
-        if index and not index.isdigit():
-            raise MeidBenchError(f"--device {name!r}: write cuda or cuda:N with N a GPU number")
-        if not torch.cuda.is_available():
-            raise MeidBenchError(f"--device {name}: no CUDA GPU is visible to PyTorch here; use --device cpu or auto")
-        if index and int(index) >= torch.cuda.device_count():
-            raise MeidBenchError(f"--device {name}: PyTorch sees {torch.cuda.device_count()} GPU(s), numbered from 0")
-        return torch.device(name)
-    raise MeidBenchError(f"--device {name!r}: choose auto, cpu, cuda or cuda:N")
 
 
 @torch.inference_mode()
@@ -196,9 +181,9 @@ def _check(options: ExtractOptions) -> str:
     return "videos" if options.videos is not None else "frames"
 
 
-def extract_features(options: ExtractOptions, progress: Callable[[int], None] | None = None,
-                     echo: Callable[[str], None] | None = None) -> ExtractReport:
-    """Extract features for every video of the split into its feature store; see the module docstring."""
+def extract_features(options: ExtractOptions, progress: Callable[[int], None] | None = None) -> ExtractReport:
+    """Extract features for every video of the split into its feature store; see the module docstring. A resumed
+    extraction says so in the log (``meid_bench.extract.run``)."""
     started = time.perf_counter()
     kind = _check(options)
     split = load_split(options.split)
@@ -247,8 +232,8 @@ def extract_features(options: ExtractOptions, progress: Callable[[int], None] | 
     work = WorkFolder(out, job, resume=options.resume, force=options.force, flush_seconds=options.flush_seconds)
     report = ExtractReport(path=out, videos=0, frames=0, dim=model.dim, resumed=len(work.done), ignored=ignored)
     report.missing = [(v, "no source") for v in absent]
-    if echo is not None and work.resumed:
-        echo(f"resuming: {len(work.done)} videos already extracted in {work.folder}")
+    if work.resumed:
+        logger.info(f"resuming: {len(work.done)} videos already extracted in {work.folder}")
     if progress is not None and len(work.done):
         progress(len(work.done))
     todo = [v for v in ids if v in present and v not in work.done]

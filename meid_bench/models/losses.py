@@ -121,7 +121,7 @@ class LDAMOptions:
 class EQLOptions:
     """tail_threshold: classes with at most this many training videos are tail (reference 100).
     drop_prob: probability that a tail class's negative loss is dropped for one element (the reference's
-    ``gamma`` = 1.76e-3, called lambda in GUIDE section 4)."""
+    ``gamma`` = 1.76e-3, the lambda of the EQL setting)."""
 
     tail_threshold: int = 100
     drop_prob: float = 1.76e-3

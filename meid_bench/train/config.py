@@ -14,6 +14,7 @@ docs/models.md lists every key, type and default.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,6 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-import meid_bench
 from meid_bench.errors import MeidBenchError
 from meid_bench.models import create_model, list_models, model_config_class
 from meid_bench.models.base import BaseModelConfig, VideoModel
@@ -313,16 +313,17 @@ def read_yaml(path: Path) -> Any:
 
 
 def recipes_dir() -> Path:
-    """The repository's recipes/ folder (next to the meid_bench package in a source or editable install)."""
-    return Path(meid_bench.__file__).resolve().parents[1] / "recipes"
+    """The shipped recipes: the package data ``meid_bench.recipes`` (in a checkout, the repository's recipes/)."""
+    return Path(str(importlib.resources.files("meid_bench.recipes")))
 
 
 def list_recipes() -> list[str]:
-    """Names of the shipped recipes (file stems in recipes/)."""
+    """Names of the shipped recipes (file stems); an installation without any is an error, never an empty list."""
     folder = recipes_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(p.stem for p in folder.iterdir() if p.suffix in RECIPE_SUFFIXES)
+    names = sorted(p.stem for p in folder.iterdir() if p.suffix in RECIPE_SUFFIXES) if folder.is_dir() else []
+    if not names:
+        raise MeidBenchError(f"{folder}: no recipe files; this meid-bench installation is incomplete, reinstall it")
+    return names
 
 
 def resolve_recipe_path(name_or_path: str | os.PathLike[str]) -> Path:
@@ -335,8 +336,8 @@ def resolve_recipe_path(name_or_path: str | os.PathLike[str]) -> Path:
         return path
     candidate = recipes_dir() / f"{text}.yaml"
     if not candidate.is_file():
-        available = ", ".join(list_recipes()) or f"none found in {recipes_dir()}"
-        raise MeidBenchError(f"--recipe {text}: unknown recipe name; available: {available}; or pass a YAML file path")
+        raise MeidBenchError(f"--recipe {text}: unknown recipe name; available: {', '.join(list_recipes())}; or "
+                             "pass a YAML file path")
     return candidate
 
 

@@ -9,11 +9,13 @@ and the evaluator scores the test predictions (the test set never chooses anythi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -24,11 +26,13 @@ import torch
 from meid_bench import __version__
 from meid_bench.build.features import default_feature_path
 from meid_bench.build.features.store import FeatureStore
-from meid_bench.build.split_io import Split, load_split
+from meid_bench.build.split_io import Split, load_split, sha256_file
 from meid_bench.data import GpuResidentFeatures, VideoFeatureDataset, frames_nbytes
+from meid_bench.devices import resolve_device
 from meid_bench.errors import MeidBenchError, warn
 from meid_bench.evaluator import Evaluator, write_predictions
-from meid_bench.fileio import check_output_folder, write_json_atomic, write_text_atomic
+from meid_bench.fileio import check_output_folder, read_record, write_json_atomic, write_text_atomic
+from meid_bench.logs import log_lines_to
 from meid_bench.records import read_log
 from meid_bench.metrics import average_precision
 from meid_bench.models import STREAM_BALANCED, STREAM_INSTANCE, compute_training_losses, unwrap_model
@@ -37,7 +41,10 @@ from meid_bench.train.batches import EvalStream, TrainStream
 from meid_bench.train.checkpoint import check_restorable, check_state_dict, load_checkpoint, save_checkpoint
 from meid_bench.train.config import Recipe, apply_overrides, load_recipe
 from meid_bench.train.distributed import DistributedContext, init_distributed
+from meid_bench.train.environment import command_line, device_record, software_versions
 from meid_bench.train.guard import LossWatch, check_batches_fit, check_features, out_of_memory_as_error
+
+logger = logging.getLogger(__name__)
 
 # "--resident auto" holds the split's frames on the device when they take at most this share of its free memory
 # (an accelerator's free memory, or the host's available memory on the CPU): the rest is left to the model.
@@ -64,16 +71,6 @@ class TrainOptions:
     eval_batch_size: int = 256
     overrides: tuple[str, ...] = ()  # "optim.lr=1e-3", ... applied to the recipe
     progress: bool = False  # a per-epoch progress bar on stderr (the CLI turns it on at a terminal)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MeidBenchError("--device cuda: no CUDA GPU is visible to PyTorch here; use --device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise MeidBenchError(f"--device {name!r}: choose auto, cpu or cuda")
-    return torch.device(name)
 
 
 def default_run_dir(split: Split, recipe: Recipe, seed: int) -> Path:
@@ -134,8 +131,8 @@ def predict(model: torch.nn.Module, stream: EvalStream, device: torch.device) ->
 class Trainer:
     """Holds what one run needs; :meth:`fit` is the loop."""
 
-    def __init__(self, options: TrainOptions, echo: Callable[[str], None] = print) -> None:
-        self.options, self.echo = options, echo
+    def __init__(self, options: TrainOptions) -> None:
+        self.options = options
         self.split = load_split(options.split)
         recipe = apply_overrides(load_recipe(options.recipe), options.overrides)
         if options.epochs is not None:
@@ -148,6 +145,8 @@ class Trainer:
         self.recipe = recipe
         self.dist: DistributedContext = init_distributed(resolve_device(options.device))
         self.device = self.dist.device
+        if self.device.type == "cuda" and self.device.index is not None:
+            torch.cuda.set_device(self.device)  # pinned memory, cuDNN handles and the allocator on that GPU too
         self.store = _open_store(self.split, options.features)
         self.run_dir = Path(options.out) if options.out is not None else default_run_dir(self.split, recipe,
                                                                                           options.seed)
@@ -206,9 +205,11 @@ class Trainer:
         self.val_evaluator = Evaluator(split, "val")
         self.start_epoch, self.best = 0, {"epoch": -1, "val_mAP": -1.0}
         if self.resume:
-            self._restore(load_checkpoint(self.run_dir / "checkpoints" / "last.pt", recipe.model.name,
-                                          split.checksum, expect_input_dim=self.store.dim,
-                                          expect_num_classes=num_classes))
+            last = load_checkpoint(self.run_dir / "checkpoints" / "last.pt", recipe.model.name, split.checksum,
+                                   expect_input_dim=self.store.dim, expect_num_classes=num_classes)
+            if self.dist.is_main:  # after the checkpoint's own checks, which name a wrong store more precisely
+                self._check_same_features()
+            self._restore(last)
         self.wrapped = self.dist.wrap(self.model)
 
     # -- the loop ---------------------------------------------------------------------------------------------
@@ -278,9 +279,9 @@ class Trainer:
         first_decay = min([m for m in optim.milestones if m > 0] + [self.recipe.epochs])
         steps = self.streams[STREAM_INSTANCE].steps_per_epoch() * first_decay
         if steps * optim.lr < SHORT_SCHEDULE_LR_STEPS:
-            self.echo(f"note: this schedule makes {steps} steps at lr {optim.lr:g} before its first decay; on "
-                      "CharadesLT-sized splits the reference schedule barely trains (docs/results.md uses --epochs "
-                      "40 --set optim.lr=1e-3 --set 'optim.milestones=[30,36]')")
+            logger.warning(f"this schedule makes {steps} steps at lr {optim.lr:g} before its first decay; on "
+                           "CharadesLT-sized splits the reference schedule barely trains (docs/results.md uses "
+                           "--epochs 40 --set optim.lr=1e-3 --set 'optim.milestones=[30,36]')")
 
     # -- per-epoch bookkeeping (rank 0 only) -----------------------------------------------------------------
     def _end_of_epoch(self, epoch: int, record: dict) -> None:
@@ -296,7 +297,7 @@ class Trainer:
         with open(self.run_dir / "log.jsonl", "a") as log:
             log.write(json.dumps(record) + "\n")
         shown = ", ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k.startswith(("loss_", "val_mAP")))
-        self.echo(f"epoch {epoch + 1}/{self.recipe.epochs}: {shown} ({record['train_seconds']:.1f}s)")
+        logger.info(f"epoch {epoch + 1}/{self.recipe.epochs}: {shown} ({record['train_seconds']:.1f}s)")
 
     def _finish(self) -> None:
         best_path = self.run_dir / "checkpoints" / "best.pt"
@@ -313,9 +314,9 @@ class Trainer:
             name = "metrics.json" if subset == "test" else "metrics_val.json"
             write_json_atomic(self.run_dir / name, result)
         test = json.loads((self.run_dir / "metrics.json").read_text())
-        self.echo(f"best epoch {best['epoch'] + 1} (val mAP {_fmt(self.best['val_mAP'])}); test mAP "
-                  f"{_fmt(test['mAP'])} (head {_fmt(test['mAP_head'])}, medium {_fmt(test['mAP_medium'])}, tail "
-                  f"{_fmt(test['mAP_tail'])}); run in {self.run_dir}")
+        logger.info(f"best epoch {best['epoch'] + 1} (val mAP {_fmt(self.best['val_mAP'])}); test mAP "
+                    f"{_fmt(test['mAP'])} (head {_fmt(test['mAP_head'])}, medium {_fmt(test['mAP_medium'])}, tail "
+                    f"{_fmt(test['mAP_tail'])}); run in {self.run_dir}")
 
     # -- run folder and checkpoints ---------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
@@ -348,6 +349,7 @@ class Trainer:
             "input_dim": self.store.dim,
             "num_classes": self.split.num_classes,
             "seed": self.options.seed,
+            "class_groups": self.split.classes["group"].astype(str).tolist(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -375,8 +377,35 @@ class Trainer:
             kept = [record for record in read_log(log) if record["epoch"] <= payload["epoch"]]
             write_text_atomic(log, "".join(json.dumps(record) + "\n" for record in kept))
 
+    @cached_property
+    def features_sha256(self) -> str:
+        """sha256 of the feature store file, streamed once per run (rank 0): one extra read of the store."""
+        started = time.perf_counter()
+        digest = sha256_file(self.store.path)
+        logger.debug(f"sha256 of {self.store.path} in {time.perf_counter() - started:.1f}s")
+        return digest
+
+    def _check_same_features(self) -> None:
+        """A resumed run must continue on the very store it started on (run.json records its sha256)."""
+        path = self.run_dir / "run.json"
+        if not path.is_file():
+            return
+        recorded = read_record(path, RUN_FORMAT, None, "start the run again in a new folder").get("features", {})
+        expected = recorded.get("sha256") if isinstance(recorded, dict) else None
+        if expected is not None and expected != self.features_sha256:
+            raise MeidBenchError(f"{path}: features.sha256 {str(expected)[:12]}... is not the sha256 of "
+                                 f"{self.store.path} ({self.features_sha256[:12]}...): the feature store changed "
+                                 "since the run started; resume with the same store, or start a new run")
+
     def _write_run_json(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        software = software_versions()
+        commands = {"command_line": command_line()}
+        if self.resume and (self.run_dir / "run.json").is_file():  # keep how the run was started
+            earlier = json.loads((self.run_dir / "run.json").read_text())
+            if isinstance(earlier.get("command_line"), list):
+                commands = {"command_line": earlier["command_line"],
+                            "resumed_with": [*earlier.get("resumed_with", []), command_line()]}
         write_json_atomic(self.run_dir / "run.json", {
             "format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION, "name": self.run_dir.name,
             "method": self.recipe.name,
@@ -384,9 +413,10 @@ class Trainer:
             "split": {"path": str(self.split.path.resolve()), "benchmark": self.split.name,
                       "checksum": self.split.checksum},
             "features": {"path": str(self.store.path.resolve()), "dim": self.store.dim,
-                         "simulated": bool(self.store.simulated)},
+                         "simulated": bool(self.store.simulated), "sha256": self.features_sha256},
             "recipe": self.recipe.to_dict(), "world_size": self.dist.world,
             "meid_bench_version": __version__, "torch": torch.__version__,
+            "software": software, "device": device_record(self.device), **commands,
         })
 
 
@@ -394,7 +424,10 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def train(options: TrainOptions, echo: Callable[[str], None] = print) -> Path:
-    """Train one recipe on one split; returns the run folder."""
-    with out_of_memory_as_error("train"):
-        return Trainer(options, echo).fit()
+def train(options: TrainOptions, echo: Callable[[str], None] | None = None) -> Path:
+    """Train one recipe on one split; returns the run folder.
+
+    Progress is logged (``meid_bench.train.loop``: one line per epoch, the final test result); ``echo``, if given,
+    also receives each of those lines (a convenience for callers that collect them)."""
+    with log_lines_to(echo), out_of_memory_as_error("train"):
+        return Trainer(options).fit()
