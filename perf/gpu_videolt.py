@@ -129,7 +129,7 @@ def train_run(split_dir: Path, out: Path, recipe: str, resident: str, args) -> d
     started = time.perf_counter()
     options = TrainOptions(split=split_dir, recipe=recipe, out=out, epochs=args.epochs, device=args.device,
                            resident=resident, workers=max(args.workers), overrides=tuple(args.overrides))
-    trainer = Trainer(options, echo=lambda _: None)
+    trainer = Trainer(options)
     setup = time.perf_counter() - started
     with UtilisationSampler(device) as sampler:
         trainer.fit()
