@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import platform
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import scipy
 
 from meid_bench import __version__
 from meid_bench.build import readers
@@ -88,7 +88,7 @@ def assign_groups(train_counts: np.ndarray, head_above: int, tail_below: int) ->
 
 def _software() -> dict:
     return {"meid_bench": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "pyarrow": pa.__version__}
+            "scipy": metadata.version("scipy"), "pyarrow": pa.__version__}  # scipy: not imported unless needed
 
 
 def _subset(videos: VideoTable, name: str) -> VideoTable:

@@ -24,11 +24,13 @@ _DEVICE_HELP = "auto (a GPU if one is visible), cpu, cuda (the current GPU) or c
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted run in --out from its last checkpoint (a run stopped before its first "
                    "checkpoint starts from scratch).")
-@click.option("--workers", type=int, default=0, show_default=True,
-              help="DataLoader workers (when features are read from the store, not held on the device).")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Threads that read the next batches from the store while the model trains (when the frames are "
+                   "not held on the device); 0 reads in the training thread.")
 @click.option("--resident", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="Hold all frames on the device (GPU or CPU memory) instead of reading the store per batch; "
-                   "auto: when the store is under 4 GiB.")
+                   "auto: when they take at most 75% of the GPU's free memory (50% of the available memory on "
+                   "the CPU). Both ways see the same frames.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe key (repeatable), e.g. --set optim.lr=1e-3 --set data.train_frames=30.")
 @json_option
@@ -42,6 +44,7 @@ def train(split_dir: Path, features: Path | None, recipe: str, out: Path | None,
       meid-bench train --split splits/charadeslt --recipe late_avg --seed 1 --epochs 30 --set optim.lr=1e-3
       meid-bench train --split splits/charadeslt --device cuda:1 --json > result.json
       meid-bench train --split splits/charadeslt --out runs/charadeslt-meid-seed0 --resume
+      meid-bench train --split splits/videolt --features videolt-r101.h5 --resident no --workers 2
       torchrun --nproc_per_node 2 -m meid_bench train --split splits/charadeslt --recipe meid
     """
     from meid_bench.logs import progress_wanted

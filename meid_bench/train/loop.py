@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from meid_bench import __version__
 from meid_bench.build.features import default_feature_path
 from meid_bench.build.features.store import FeatureStore
 from meid_bench.build.split_io import Split, load_split, sha256_file
-from meid_bench.data import GpuResidentFeatures, VideoFeatureDataset
+from meid_bench.data import GpuResidentFeatures, VideoFeatureDataset, frames_nbytes
 from meid_bench.devices import resolve_device
 from meid_bench.errors import MeidBenchError, warn
 from meid_bench.evaluator import Evaluator, write_predictions
@@ -45,7 +46,9 @@ from meid_bench.train.guard import LossWatch, check_batches_fit, check_features,
 
 logger = logging.getLogger(__name__)
 
-RESIDENT_LIMIT_BYTES = 4 << 30  # "auto" keeps a split's frames on the device below this size
+# "--resident auto" holds the split's frames on the device when they take at most this share of its free memory
+# (an accelerator's free memory, or the host's available memory on the CPU): the rest is left to the model.
+RESIDENT_SHARE = {"cuda": 0.75, "cpu": 0.5}
 # Steps x lr before the first decay under which a schedule is flagged: CharadesLT with the reference schedule
 # (1,110 x 1e-4 = 0.11) did not learn; its own schedule (1,110 x 1e-3 = 1.1) and VideoLT's (42,000 x 1e-4) do.
 SHORT_SCHEDULE_LR_STEPS = 0.2
@@ -63,8 +66,8 @@ class TrainOptions:
     epochs: int | None = None
     seed: int = 0
     resume: bool = False
-    workers: int = 0
-    resident: str = "auto"  # "auto", "yes" or "no": hold all frames on the device, no DataLoader
+    workers: int = 1  # read-ahead threads of the streamed path
+    resident: str = "auto"  # "auto", "yes" or "no": hold all frames on the device, or stream them from the store
     eval_batch_size: int = 256
     overrides: tuple[str, ...] = ()  # "optim.lr=1e-3", ... applied to the recipe
     progress: bool = False  # a per-epoch progress bar on stderr (the CLI turns it on at a terminal)
@@ -84,12 +87,32 @@ def _open_store(split: Split, features: Path | None) -> FeatureStore:
     return store
 
 
-def _use_resident(option: str, store: FeatureStore, device: torch.device) -> bool:
+def free_memory(device: torch.device) -> int:
+    """Bytes free on ``device``: the accelerator's free memory, or the host's available memory for the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_fits(needed: int, free: int, device: torch.device) -> bool:
+    """The rule of ``--resident auto``: frames of ``needed`` bytes are held on a device with ``free`` bytes free
+    when they take at most its share (RESIDENT_SHARE) of that memory."""
+    return needed <= RESIDENT_SHARE.get(device.type, RESIDENT_SHARE["cuda"]) * free
+
+
+def _use_resident(option: str, needed: int, device: torch.device) -> bool:
     if option not in ("auto", "yes", "no"):
         raise MeidBenchError(f"--resident {option!r}: choose auto, yes or no")
     if option != "auto":
         return option == "yes"
-    return int(store.offsets[-1]) * store.dim * np.dtype(store.dtype).itemsize < RESIDENT_LIMIT_BYTES
+    return resident_fits(needed, free_memory(device), device)
 
 
 @torch.no_grad()
@@ -100,9 +123,9 @@ def predict(model: torch.nn.Module, stream: EvalStream, device: torch.device) ->
     chunks = []
     for batch in stream:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            chunks.append(core(batch["features"]).logits.float().cpu())
+            chunks.append(core(batch["features"]).logits.float())
     core.train()
-    return torch.cat(chunks).numpy()
+    return torch.cat(chunks).cpu().numpy()  # one read-back, not one per batch
 
 
 class Trainer:
@@ -133,7 +156,11 @@ class Trainer:
         torch.manual_seed(options.seed + self.dist.rank)
 
         data, split, seed = recipe.data, self.split, options.seed
-        resident = _use_resident(options.resident, self.store, self.device)
+        positions = [self.store.index_of(v) for name in ("train", "val", "test")
+                     for v in split.table(name)["video_id"] if v in self.store]
+        resident = _use_resident(options.resident, frames_nbytes(self.store, np.asarray(positions, np.int64)),
+                                 self.device)
+        self.resident = resident
 
         def dataset(subset: str, train: bool, label_mask: bool = False) -> VideoFeatureDataset:
             frames = data.train_frames if train else data.eval_frames
@@ -154,7 +181,10 @@ class Trainer:
 
         def eval_stream(subset: str) -> EvalStream:
             ds = dataset(subset, False)
-            on_device = GpuResidentFeatures(ds, self.device) if resident else None
+            on_device = None
+            if resident:  # the training set, scored for FrameStack, reuses the training frames already there
+                on_device = (train_on_device[0].sampled(ds.num_frames, train=False)
+                             if subset == "train" and train_on_device else GpuResidentFeatures(ds, self.device))
             return EvalStream(ds, options.eval_batch_size, self.device, on_device, options.workers)
 
         num_classes = split.num_classes
@@ -193,7 +223,7 @@ class Trainer:
         for epoch in range(self.start_epoch, recipe.epochs):
             started = time.perf_counter()
             self.criterion.set_epoch(epoch)
-            totals: dict[str, float] = {}
+            totals: dict[str, torch.Tensor] = {}  # summed on the device (float64): no read-back per step
             steps = 0
             watch = LossWatch(str(self.run_dir))
             batch_iterator = zip(*(stream.epoch(epoch) for stream in self.streams.values()))
@@ -214,12 +244,13 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.optim.clip_grad_norm)
                 self.optimizer.step()
                 for name, value in losses.items():
-                    totals[name] = totals.get(name, 0.0) + float(value.detach())
+                    value = value.detach().double()
+                    totals[name] = totals[name] + value if name in totals else value
                 steps += 1
             watch.end_epoch(epoch, last_good_epoch=epoch - 1)  # before anything of this epoch is saved
             self.scheduler.step()
             record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "steps": steps,
-                      **{f"loss_{k}": v / max(steps, 1) for k, v in totals.items()},
+                      **{f"loss_{k}": float(v) / max(steps, 1) for k, v in totals.items()},
                       "train_seconds": round(time.perf_counter() - started, 3)}
             if self.train_eval is not None:
                 train_ap = average_precision(predict(self.wrapped, self.train_eval, device),
