@@ -1,13 +1,16 @@
-"""What refusing non-finite features costs before training: the finite scan against reading the same frames.
+"""What auditing a feature store costs before training: one pass for its sha256 and the finite check.
 
-`meid-bench train` reads every frame of the split's videos once before the first step and refuses NaN or infinity
-(`meid_bench.build.features.finite`). Side by side, on the same store, cold (page cache dropped) and warm:
+`meid-bench train` needs the store's sha256 (run.json) and refuses NaN or infinity in its frames; both read the
+whole file, so `meid_bench.build.features.audit` does both in one sequential read. Side by side, on the same
+store, cold (page cache dropped) and warm:
 
-- "read only": the same row blocks read with no test at all (the floor: what any check must at least cost);
-- "finite scan": `find_non_finite`, the check training runs (exponent-bit test for float16/float32);
-- "numpy isfinite": the same blocks tested with `numpy.isfinite(block).all()` (the obvious way);
-- "one epoch of batches": reading 60 random frames per training video through `VideoFeatureDataset` (what one
-  training epoch reads), so the scan's cost can be read in epochs.
+- "read only": the file read in the audit's blocks with no work at all (the floor for any check);
+- "sha256 only": the file hashed, nothing tested;
+- "two passes": the file hashed, then `find_non_finite` over the frames (exponent-bit test for float16);
+- "audit (one pass)": `_hash_and_scan`, what training runs on a store it has not seen;
+- "numpy isfinite": the frame blocks tested with `numpy.isfinite(block).all()` (the obvious way);
+- "one epoch of batches": reading 60 random frames per training video through `VideoFeatureDataset`, so the
+  audit's cost can be read in epochs.
 
 Prints seconds, GB/s and each row's time over "read only" and over "one epoch of batches".
 
@@ -30,7 +33,9 @@ from _fixtures import drop_page_cache, write_bench_split  # noqa: E402
 
 from meid_bench import load_split  # noqa: E402
 from meid_bench.build.features import FeatureStore, FeatureStoreWriter  # noqa: E402
+from meid_bench.build.features.audit import _hash_and_scan  # noqa: E402
 from meid_bench.build.features.finite import BLOCK_BYTES, find_non_finite  # noqa: E402
+from meid_bench.build.split_io import sha256_file  # noqa: E402
 from meid_bench.data import VideoFeatureDataset  # noqa: E402
 
 
@@ -41,8 +46,9 @@ def blocks(store: FeatureStore):
 
 
 def read_only(store: FeatureStore) -> None:
-    for _ in blocks(store):
-        pass
+    with open(store.path, "rb", buffering=0) as handle:
+        while handle.read(BLOCK_BYTES):
+            pass
 
 
 def numpy_isfinite(store: FeatureStore) -> None:
@@ -50,8 +56,13 @@ def numpy_isfinite(store: FeatureStore) -> None:
         assert np.isfinite(block).all()
 
 
-def finite_scan(store: FeatureStore) -> None:
+def two_passes(store: FeatureStore) -> None:
+    sha256_file(store.path, chunk=BLOCK_BYTES)
     assert find_non_finite(store) is None
+
+
+def audit(store: FeatureStore) -> None:
+    assert _hash_and_scan(store).non_finite is None
 
 
 def one_epoch(dataset: VideoFeatureDataset) -> None:
@@ -101,7 +112,9 @@ def main() -> None:
         for dtype, path in paths.items():
             store = FeatureStore(path)
             dataset = VideoFeatureDataset(split, store, "train", num_frames=60, train=True, seed=0)
-            tasks = {"read only": lambda: read_only(store), "finite scan": lambda: finite_scan(store),
+            tasks = {"read only": lambda: read_only(store),
+                     "sha256 only": lambda: sha256_file(store.path, chunk=BLOCK_BYTES),
+                     "two passes": lambda: two_passes(store), "audit (one pass)": lambda: audit(store),
                      "numpy isfinite": lambda: numpy_isfinite(store),
                      "one epoch of batches": lambda: one_epoch(dataset)}
             size = store.total_frames * store.dim * store.dtype.itemsize

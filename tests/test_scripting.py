@@ -92,7 +92,7 @@ def test_quiet_and_verbose(project, tmp_path):
     assert all(r.exit_code == 0 for r in (normal, quiet, verbose)), (normal.output, quiet.output, verbose.output)
     assert "epoch 1/1" in normal.stderr and "best epoch" in normal.stderr
     assert "epoch 1/1" not in quiet.stderr and "best epoch" not in quiet.stderr
-    assert "debug: meid_bench.train.loop: sha256 of" in verbose.stderr and "epoch 1/1" in verbose.stderr
+    assert "debug: meid_bench.build.features.audit: " in verbose.stderr and "epoch 1/1" in verbose.stderr
     assert all(r.stdout == f"run: {tmp_path / d}\n" for r, d in ((normal, "a"), (quiet, "b"), (verbose, "c")))
 
 

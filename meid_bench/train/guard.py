@@ -1,8 +1,8 @@
 """Training stops on numbers that are not finite, and says where.
 
-Features are checked once before the first step (:func:`check_features`). The loss of each step is tested on the device without waiting for it (a NaN or infinity is remembered with its
-step); the verdict is fetched every ``check_every`` steps and at the end of each epoch, before anything of that
-epoch is saved. A non-finite loss stops the run with a message naming the epoch and the step: the checkpoints of
+Features are checked once before the first step (:func:`check_features`). The loss of each step is tested on
+the device without waiting for it (a NaN or infinity is remembered with its step); the verdict is fetched every
+``check_every`` steps and at the end of each epoch, before anything of that epoch is saved. A non-finite loss stops the run with a message naming the epoch and the step: the checkpoints of
 the last complete epoch stay as they were, so the run folder is in the same state as a run killed after that
 epoch, which ``--resume`` continues.
 """
@@ -15,17 +15,18 @@ from contextlib import contextmanager
 
 import torch
 
-from meid_bench.build.features.finite import check_store_finite
-from meid_bench.build.split_io import VIDEO_TABLES
+from meid_bench.build.features.audit import StoreAudit, audit_store, check_audit_finite
 from meid_bench.errors import MeidBenchError
 
 CHECK_EVERY = 50  # steps between fetches of the verdict: one device synchronisation each
 
 
-def check_features(store, split) -> None:
-    """Refuse a feature store holding NaN or infinity in the frames of the split's videos, before training (one
-    sequential read of those frames: see :mod:`meid_bench.build.features.finite`)."""
-    check_store_finite(store, (v for name in VIDEO_TABLES for v in split.table(name)["video_id"]))
+def check_features(store) -> StoreAudit:
+    """Refuse a feature store holding NaN or infinity, before training; returns the store's audit (its sha256 for
+    run.json), made in the same read of the file (see :mod:`meid_bench.build.features.audit`)."""
+    audit = audit_store(store)
+    check_audit_finite(store, audit)
+    return audit
 
 
 def check_batches_fit(recipe, dim: int, eval_batch_size: int, device: torch.device) -> None:

@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +25,7 @@ import torch
 from meid_bench import __version__
 from meid_bench.build.features import default_feature_path
 from meid_bench.build.features.store import FeatureStore
-from meid_bench.build.split_io import Split, load_split, sha256_file
+from meid_bench.build.split_io import Split, load_split
 from meid_bench.data import GpuResidentFeatures, VideoFeatureDataset, frames_nbytes
 from meid_bench.devices import resolve_device
 from meid_bench.errors import MeidBenchError, warn
@@ -152,7 +151,7 @@ class Trainer:
                                                                                           options.seed)
         self._check_run_dir()
         check_batches_fit(recipe, self.store.dim, options.eval_batch_size, self.device)
-        check_features(self.store, self.split)
+        self.store_audit = check_features(self.store)  # its sha256 goes into run.json
         torch.manual_seed(options.seed + self.dist.rank)
 
         data, split, seed = recipe.data, self.split, options.seed
@@ -377,13 +376,10 @@ class Trainer:
             kept = [record for record in read_log(log) if record["epoch"] <= payload["epoch"]]
             write_text_atomic(log, "".join(json.dumps(record) + "\n" for record in kept))
 
-    @cached_property
+    @property
     def features_sha256(self) -> str:
-        """sha256 of the feature store file, streamed once per run (rank 0): one extra read of the store."""
-        started = time.perf_counter()
-        digest = sha256_file(self.store.path)
-        logger.debug(f"sha256 of {self.store.path} in {time.perf_counter() - started:.1f}s")
-        return digest
+        """sha256 of the feature store file (read once, with the finiteness check, before training)."""
+        return self.store_audit.sha256
 
     def _check_same_features(self) -> None:
         """A resumed run must continue on the very store it started on (run.json records its sha256)."""

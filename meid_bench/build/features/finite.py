@@ -1,4 +1,4 @@
-"""Is every value of a feature store finite? One sequential pass over the frames of the videos a run uses.
+"""Is every value of a feature store finite? Block tests, and a scan of the frames of chosen videos.
 
 Writers refuse NaN and infinity, so a store written by meid-bench passes; the scan is there for stores changed or
 damaged since, which would otherwise train on NaN and fail much later, blaming the predictions. It reads each
@@ -13,7 +13,6 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from meid_bench.errors import MeidBenchError
 
 BLOCK_BYTES = 64 << 20
 _CHUNK = 1 << 18  # values tested at once: the temporaries stay in cache
@@ -74,16 +73,3 @@ def find_non_finite(store, positions: Iterable[int] | None = None) -> tuple[int,
             video = int(np.searchsorted(offsets, row, side="right") - 1)
             return video, row - int(offsets[video])
     return None
-
-
-def check_store_finite(store, video_ids: Iterable[str]) -> None:
-    """Refuse a store holding NaN or infinity in the frames of ``video_ids`` (videos it lacks are skipped)."""
-    positions = [store.index_of(v) for v in video_ids if v in store]
-    found = find_non_finite(store, positions)
-    if found is not None:
-        video, frame = found
-        value = store.read_at(video)[frame]
-        bad = value[~np.isfinite(value)][0]
-        raise MeidBenchError(f"{store.path}: video {store.video_ids[video]!r}, frame {frame} holds {bad} (features "
-                             "must be finite; the store was changed or damaged after it was written): pack or "
-                             "simulate the features again")
