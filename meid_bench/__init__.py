@@ -1,8 +1,31 @@
-"""meid-bench: long-tailed multi-label video recognition benchmarks, reference models and one evaluation."""
+"""meid-bench: long-tailed multi-label video recognition benchmarks, reference models and one evaluation.
 
-__version__ = "0.1.0"
+    split = meid_bench.load_split("splits/charadeslt")      # verified on load
+    result = meid_bench.Evaluator(split, "test").eval(video_ids, scores)
+    run = meid_bench.load_run("runs/charadeslt-meid-seed0")  # recipe, metrics and the trained model (needs torch)
+"""
 
-from meid_bench.errors import MeidBenchError
+__version__ = "0.2.0"
+
+import logging as _logging
+
 from meid_bench.build.split_io import Split, load_split
+from meid_bench.errors import MeidBenchError
+from meid_bench.evaluator import Evaluator
 
-__all__ = ["__version__", "MeidBenchError", "Split", "load_split"]
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())  # a library prints nothing unless asked to
+
+__all__ = ["__version__", "Evaluator", "MeidBenchError", "Split", "load_run", "load_split"]
+
+
+def __getattr__(name: str):
+    # load_run needs torch; importing meid_bench (the build side, the evaluator) must not.
+    if name == "load_run":
+        from meid_bench.train.restore import load_run
+
+        return load_run
+    raise AttributeError(f"module 'meid_bench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"load_run"})

@@ -6,9 +6,9 @@ baseline (a short CPU schedule) -> test metrics -> report. Everything lands unde
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
-from typing import Callable
 
 from meid_bench.build.features.synth import SynthConfig, synthesize_features
 from meid_bench.build.protocol import BuildOptions, build_and_write
@@ -16,6 +16,7 @@ from meid_bench.build.split_io import load_split
 from meid_bench.build.summary import summarize_split
 from meid_bench.build.synthetic import write_synthetic_charades
 from meid_bench.errors import MeidBenchError
+from meid_bench.fileio import check_output_folder
 
 DEMO_IMBALANCE = 20.0
 DEMO_RECIPES = ("meid", "late_avg")
@@ -25,13 +26,15 @@ DEMO_OVERRIDES = ("epochs=12", "batch_size=64", "optim.lr=3e-3", "optim.mileston
 DEMO_FEATURES = SynthConfig(dim=64, fps=2.0)
 DEMO_PARTS = ("annotations", "splits", "runs", "report")
 
+logger = logging.getLogger(__name__)
 
-def run_demo(out: Path, force: bool = False, echo: Callable[[str], None] = print) -> Path:
-    """Run the demo into ``out``; returns the report folder."""
+
+def run_demo(out: Path, force: bool = False) -> Path:
+    """Run the demo into ``out``; returns the report folder. Progress is logged (``meid_bench.demo``)."""
     from meid_bench.report.assemble import write_report
     from meid_bench.train.loop import TrainOptions, train
 
-    out = Path(out)
+    out = check_output_folder(out, force, existing_ok=True)
     earlier = [out / part for part in DEMO_PARTS if (out / part).exists()]
     if earlier and not force:
         raise MeidBenchError(f"{out}: holds an earlier demo; pass --force to replace it or --out to use another "
@@ -40,18 +43,20 @@ def run_demo(out: Path, force: bool = False, echo: Callable[[str], None] = print
         shutil.rmtree(path)
 
     annotations = write_synthetic_charades(out / "annotations")
-    echo(f"[1/5] synthetic Charades-format annotations written to {annotations} (generated, not Charades data)")
+    logger.info(f"[1/5] synthetic Charades-format annotations written to {annotations} (generated, not Charades "
+                "data)")
     split_dir = build_and_write(BuildOptions("charadeslt", imbalance=DEMO_IMBALANCE, val_per_class=10), annotations,
                                 out / "splits" / "charadeslt-demo")
     split = load_split(split_dir)
-    echo(f"[2/5] built a CharadesLT-style split (protocol v1, IF {DEMO_IMBALANCE:g}):\n{summarize_split(split)}")
+    logger.info(f"[2/5] built a CharadesLT-style split (protocol v1, IF {DEMO_IMBALANCE:g}):\n"
+                f"{summarize_split(split)}")
     store = synthesize_features(split, split_dir / "features.h5", DEMO_FEATURES)
-    echo(f"[3/5] simulated proxy features: {store}")
+    logger.info(f"[3/5] simulated proxy features: {store}")
     runs = []
     for recipe in DEMO_RECIPES:
-        echo(f"[4/5] training {recipe} on the CPU ({', '.join(DEMO_OVERRIDES)})")
+        logger.info(f"[4/5] training {recipe} on the CPU ({', '.join(DEMO_OVERRIDES)})")
         runs.append(train(TrainOptions(split=split_dir, recipe=recipe, out=out / "runs" / recipe, device="cpu",
-                                       overrides=DEMO_OVERRIDES), echo=lambda line: echo("      " + line)))
+                                       overrides=DEMO_OVERRIDES)))
     report = write_report(runs, out / "report")
-    echo(f"[5/5] report written: {report / 'index.html'} (tables: {report / 'results.md'})")
+    logger.info(f"[5/5] report written: {report / 'index.html'} (tables: {report / 'results.md'})")
     return report

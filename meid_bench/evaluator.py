@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from meid_bench import __version__
 from meid_bench.build.split_io import GROUPS, Split, load_split
 from meid_bench.errors import MeidBenchError
-from meid_bench.fileio import write_text_atomic
+from meid_bench.fileio import check_output_file, check_output_folder, write_text_atomic
 from meid_bench.metrics import (
     as_score_array,
     average_precision,
@@ -204,10 +204,21 @@ def read_predictions(path: str | os.PathLike, class_keys: Sequence[str]) -> tupl
     if not path.is_file():
         raise MeidBenchError(f"{path}: no such predictions file; write one as docs/evaluation.md describes")
     try:
+        names = pq.read_schema(path).names
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise MeidBenchError(f"{path}: column {repeated[0]!r} appears more than once; write one column per "
+                                 "class and one video_id column")
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
-        raise MeidBenchError(f"{path}: unreadable Parquet ({exc}); write the predictions again") from None
-    names = table.column_names
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise MeidBenchError(f"{path}: unreadable Parquet ({first}); write the predictions again") from None
+    for name, column in zip(table.column_names, table.columns):
+        try:
+            column.validate(full=True)  # e.g. ids that are not UTF-8
+        except pa.ArrowInvalid as exc:
+            raise MeidBenchError(f"{path}: column {name!r}: invalid data ({str(exc).splitlines()[0][:120]}); write "
+                                 "the predictions again") from None
     if "video_id" not in names:
         raise MeidBenchError(f"{path}: no 'video_id' column; the first column must hold the video ids (strings)")
     id_column = table.column("video_id")
@@ -274,15 +285,24 @@ def write_predictions(path: str | os.PathLike, video_ids: Sequence[str], scores:
     return path
 
 
+def metrics_paths(out_dir: str | os.PathLike, subset: str) -> list[Path]:
+    """Where :func:`write_metrics` writes a subset's metrics: ``metrics[_<subset>].json``, ``per_class[...].csv``."""
+    out = Path(out_dir)
+    suffix = "" if subset == "test" else f"_{subset}"
+    return [out / f"metrics{suffix}.json", out / f"per_class{suffix}.csv"]
+
+
+def check_metrics_outputs(out_dir: str | os.PathLike, subset: str, force: bool = False) -> list[Path]:
+    """Refuse, before any work, metrics outputs that cannot be written or exist without ``force``."""
+    check_output_folder(out_dir, force, existing_ok=True)
+    return [check_output_file(path, force) for path in metrics_paths(out_dir, subset)]
+
+
 def write_metrics(out_dir: str | os.PathLike, result: dict, per_class: pd.DataFrame, force: bool = False) -> list[Path]:
     """Write ``metrics.json`` and ``per_class.csv`` (``metrics_val.json``/``per_class_val.csv`` for the val subset)
     into ``out_dir``, each atomically; existing files are kept unless ``force``. Returns the two paths."""
     out = Path(out_dir)
-    suffix = "" if result["subset"] == "test" else f"_{result['subset']}"
-    targets = [out / f"metrics{suffix}.json", out / f"per_class{suffix}.csv"]
-    existing = [str(p) for p in targets if p.exists()]
-    if existing and not force:
-        raise MeidBenchError(f"{existing[0]}: already exists; pass --force to replace it or --out to write elsewhere")
+    targets = check_metrics_outputs(out, result["subset"], force)
     out.mkdir(parents=True, exist_ok=True)
     texts = [json.dumps(result, indent=2) + "\n", per_class.to_csv(index=False, lineterminator="\n")]
     for target, text in zip(targets, texts):

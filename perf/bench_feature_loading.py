@@ -1,19 +1,36 @@
-"""Reading training batches (60 sampled frames per video) from a feature store vs one .npy per video.
+"""Training batches at VideoLT's shape: store-backed batches against a per-video .npy DataLoader, cold and warm.
 
-Same videos, same frame indices, same DataLoader settings. The reference loader (VideoLT's) does
-``np.load(<video>.npy)`` and indexes the sampled frames; the store path is ``meid_bench.data.VideoFeatureDataset``
-(training mode: 60 random frames with replacement, sorted). Each loader runs cold (page cache dropped first) and
-warm (files already in the page cache), twice: "read + sample" (each worker reduces its batch to a count, so only
-reading and sampling are timed) and "stacked batches" (the default collate: what a training loop receives).
-Prints seconds, videos per second and the store / reference speed-up.
+    python perf/bench_feature_loading.py [--videos 3400] [--lengths videolt|mean60] [--workers 2] [--repeats 5]
+                                         [--dtypes float32 float16] [--dir DIR] [--with-items]
 
-    python perf/bench_feature_loading.py [--videos 400] [--dim 1024] [--workers 2] [--dir /tmp/meid-perf]
+Videos are 2048-d with VideoLT's per-video frame counts (``perf/_fixtures.py``: median 111, mean 145 frames), or
+the same shape scaled to a mean of 60 frames (``--lengths mean60``). Each dtype is a phase: its .npy files (one
+per video, that dtype) and its store are written, measured, and deleted before the next phase, so the disk
+holds at most one phase (about 8 GB at the defaults). Loaders, each with ``--workers`` workers:
+
+- ``npy DataLoader``: the reference loader. A torch DataLoader whose worker processes ``np.load`` a video's file,
+  take 60 sorted random frames with replacement, widen them to float32 and collate batches of 128.
+- ``store batches``: what ``meid-bench train --resident no --workers N`` reads, i.e.
+  :class:`meid_bench.train.batches.TrainStream` (instance sampler, batch 128, 60 random frames): one gather per
+  batch from a memory map of the store into reused buffers, ``--workers`` read-ahead threads.
+- ``store batches f16`` (float16 phase): the same, float16 kept as float16 (``BatchGatherer(widen=False)``): the
+  host's part of the streamed path when training on a GPU, which widens on the device.
+- ``store items`` (``--with-items``): :class:`meid_bench.data.VideoFeatureDataset` in the same DataLoader as the
+  reference (the per-item path, kept for users' own pipelines).
+
+A pass is one epoch over the training videos, batches delivered as float32 tensors on the CPU. Warm: every file
+in the page cache (checked with ``fincore``). Cold: the loader's files evicted with posix_fadvise(DONTNEED) just
+before its pass (residency printed). Passes are interleaved loader by loader, the first loader alternating, for
+``--repeats`` rounds; the script prints the median seconds with the range, and the speed-up over the reference as
+the median of the per-round ratios with their range.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -23,121 +40,193 @@ import numpy as np
 import torch
 import torch.utils.data
 
-
-def _count(items: list) -> int:
-    return len(items)
-
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _fixtures import drop_page_cache, write_bench_split  # noqa: E402
+from _fixtures import (VIDEOLT_DIM, VIDEOLT_TRAIN_VIDEOS, cached_fraction, drop_page_cache, read_fully,  # noqa: E402
+                       videolt_lengths, write_bench_split)
 
 from meid_bench import load_split  # noqa: E402
 from meid_bench.build.features import FeatureStoreWriter  # noqa: E402
-from meid_bench.data import VideoFeatureDataset  # noqa: E402
+from meid_bench.data import BatchGatherer, VideoFeatureDataset  # noqa: E402
+from meid_bench.train.batches import TrainStream  # noqa: E402
+
+FRAMES, BATCH = 60, 128
+REFERENCE = "npy DataLoader"
 
 
 class NpyPerVideo(torch.utils.data.Dataset):
-    """The reference loader: one np.load per item, then the sampled frames."""
+    """The reference: one np.load per item, then 60 sorted random frames, widened to float32."""
 
-    def __init__(self, folder: Path, video_ids: list[str], num_frames: int, seed: int) -> None:
-        self.folder, self.video_ids, self.num_frames, self.seed = folder, video_ids, num_frames, seed
+    def __init__(self, folder: Path, video_ids: list[str]) -> None:
+        self.folder, self.video_ids, self.draws = folder, video_ids, 0
 
     def __len__(self) -> int:
         return len(self.video_ids)
 
     def __getitem__(self, index: int) -> dict:
         frames = np.load(self.folder / f"{self.video_ids[index]}.npy")
-        rng = np.random.default_rng([self.seed, index])
-        picks = np.sort(rng.integers(0, len(frames), self.num_frames))
-        return {"features": torch.from_numpy(frames[picks].astype(np.float32)), "index": index}
+        self.draws += 1
+        picks = np.sort(np.random.default_rng([index, self.draws]).integers(0, len(frames), FRAMES))
+        return {"features": torch.from_numpy(frames[picks]).float(), "index": index}
 
 
-def run(dataset, workers: int, batch_size: int, stack: bool, files: list[Path] | None) -> tuple[float, str]:
-    """Seconds for one pass in a shuffled order, workers already started (an untimed pass starts them). With
-    ``files`` the page cache is dropped before the timed pass (cold); else the untimed pass has filled it (warm).
-    ``stack=False`` collates each batch to its size inside the worker: the time is then the reading and sampling
-    alone, without stacking batches and sending them back."""
-    order = np.random.default_rng(0).permutation(len(dataset)).tolist()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=workers,
-                                         collate_fn=None if stack else _count, persistent_workers=workers > 0)
-    for _ in loader:
-        pass
-    method = drop_page_cache(files) if files else ""
-    start = time.perf_counter()
-    total = 0
-    for batch in loader:
-        total += len(batch["index"]) if stack else batch
-    assert total == len(dataset)
-    return time.perf_counter() - start, method
+class Order(torch.utils.data.Sampler):
+    """A sampler whose order can be replaced between passes (persistent workers keep running)."""
+
+    def __init__(self, count: int) -> None:
+        self.order = list(range(count))
+
+    def set_pass(self, number: int) -> None:
+        self.order = np.random.default_rng(number).permutation(len(self.order)).tolist()
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self):
+        return iter(self.order)
+
+
+class Loaders:
+    """The loaders of one phase; ``run(name, number)`` times one pass."""
+
+    def __init__(self, split, root: Path, store: Path, dtype: str, workers: int, with_items: bool) -> None:
+        self.split, self.store, self.workers = split, store, workers
+        self.dataset = VideoFeatureDataset(split, store, "train", FRAMES, train=True)
+        ids = self.dataset.video_ids
+        self.count = len(ids)
+        self.files = {REFERENCE: sorted((root / "npy").iterdir()), "store batches": [store]}
+        self.loaders = {REFERENCE: self._loader(NpyPerVideo(root / "npy", ids))}
+        self.streams = {"store batches": TrainStream(self.dataset, "instance", False, BATCH, 0, torch.device("cpu"),
+                                                     workers=workers)}
+        if dtype == "float16":
+            kept = TrainStream(self.dataset, "instance", False, BATCH, 0, torch.device("cpu"), workers=workers)
+            kept.streamed.gatherer = BatchGatherer(self.dataset.store, "cpu", workers, widen=False)
+            self.streams["store batches f16"] = kept
+            self.files["store batches f16"] = [store]
+        if with_items:
+            self.files["store items"] = [store]
+            self.loaders["store items"] = self._loader(self.dataset)
+        for name in self.names:  # start the persistent workers, allocate the buffers: untimed
+            self._pass(name, 0)
+
+    def _loader(self, dataset) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(dataset, batch_size=BATCH, sampler=Order(len(dataset)),
+                                           num_workers=self.workers, persistent_workers=self.workers > 0)
+
+    @property
+    def names(self) -> list[str]:
+        return [REFERENCE, *self.streams, *(["store items"] if "store items" in self.loaders else [])]
+
+    def _pass(self, name: str, number: int) -> int:
+        delivered = 0
+        if name in self.streams:
+            for batch in self.streams[name].epoch(number):
+                delivered += batch["features"].shape[0]
+            self.streams[name].streamed.gatherer.unmap()  # so that a later eviction reaches every page
+            gc.collect()
+            return delivered
+        loader = self.loaders[name]
+        loader.sampler.set_pass(number)
+        if name == "store items":
+            self.dataset.set_epoch(number)
+        for batch in loader:
+            delivered += batch["features"].shape[0]
+        return delivered
+
+    def run(self, name: str, number: int) -> float:
+        start = time.perf_counter()
+        delivered = self._pass(name, number)
+        seconds = time.perf_counter() - start
+        assert delivered == self.count, (name, delivered, self.count)
+        return seconds
+
+
+def write_phase(root: Path, ids: list[str], lengths: np.ndarray, split, dtype: str) -> Path:
+    """One .npy per video and a store, same frames, in ``dtype``. The values are random rows (their content does
+    not change a read's cost)."""
+    (root / "npy").mkdir()
+    pool = np.random.default_rng(1).standard_normal((4096 + int(lengths.max()), VIDEOLT_DIM), dtype=np.float32)
+    pool = pool.astype(dtype)
+    starts = np.random.default_rng(2).integers(0, 4096, len(ids))
+    store = root / f"store-{dtype}.h5"
+    with FeatureStoreWriter(store, VIDEOLT_DIM, dtype, total_frames=int(lengths.sum()),
+                            split_checksum=split.checksum) as writer:
+        for video_id, length, start in zip(ids, lengths, starts):
+            frames = pool[start:start + int(length)]
+            np.save(root / "npy" / f"{video_id}.npy", frames)
+            writer.add(video_id, frames, checked=True)
+    return store
+
+
+def summarise(times: dict[str, list[float]], count: int) -> list[str]:
+    lines = []
+    reference = times[REFERENCE]
+    for name, values in times.items():
+        median = statistics.median(values)
+        line = (f"    {name:16} {median:7.2f} s [{min(values):.2f}-{max(values):.2f}]  "
+                f"{count / median:7.0f} videos/s")
+        if name != REFERENCE:
+            ratios = [r / v for r, v in zip(reference, values)]
+            line += (f"  x{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}] "
+                     f"(ratio of medians x{statistics.median(reference) / median:.2f})")
+        lines.append(line)
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--videos", type=int, default=400)
-    parser.add_argument("--dim", type=int, default=1024)
-    parser.add_argument("--min-frames", type=int, default=60)
-    parser.add_argument("--max-frames", type=int, default=300)
+    parser.add_argument("--videos", type=int, default=3400)
+    parser.add_argument("--lengths", choices=["videolt", "mean60"], default="videolt")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float16"])
+    parser.add_argument("--states", nargs="+", default=["warm", "cold"])
+    parser.add_argument("--with-items", action="store_true")
     parser.add_argument("--dir", type=Path, default=None)
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="meid-perf-", dir=args.dir))
-    try:
-        rng = np.random.default_rng(0)
-        ids = [f"vid{i:05d}" for i in range(args.videos)]
-        lengths = rng.integers(args.min_frames, args.max_frames + 1, args.videos)
-        split = load_split(write_bench_split(root / "split", ids))
-        (root / "npy").mkdir()
-        stores = {dtype: root / f"store-{dtype}.h5" for dtype in ("float32", "float16")}
-        writers = {dtype: FeatureStoreWriter(path, args.dim, dtype, total_frames=int(lengths.sum()),
-                                             split_checksum=split.checksum) for dtype, path in stores.items()}
-        for video_id, length in zip(ids, lengths):
-            frames = rng.standard_normal((int(length), args.dim), dtype=np.float32)
-            np.save(root / "npy" / f"{video_id}.npy", frames)
-            for writer in writers.values():
-                writer.add(video_id, frames)
-        for writer in writers.values():
-            writer.commit()
-        npy_files = sorted((root / "npy").iterdir())
-        mb = sum(p.stat().st_size for p in npy_files) / 1e6
-        print(f"{args.videos} videos, {lengths.min()}-{lengths.max()} frames (mean {lengths.mean():.0f}), dim "
-              f"{args.dim}; .npy float32 {mb:.0f} MB; store float32 {stores['float32'].stat().st_size / 1e6:.0f} MB, "
-              f"float16 {stores['float16'].stat().st_size / 1e6:.0f} MB; {args.workers} workers, batch "
-              f"{args.batch_size}, 60 frames per video; torch {torch.__version__}")
-        loaders = {}
-        for dtype, path in stores.items():
-            dataset = VideoFeatureDataset(split, path, "train", num_frames=60, train=True, seed=0)
-            loaders[f"store {dtype}"] = (dataset, [path])
-        loaders = {"npy per video (reference)": (NpyPerVideo(root / "npy", dataset.video_ids, 60, 0), npy_files),
-                   **loaders}
-        count = len(dataset)
-        results: dict[tuple[str, str, bool], float] = {}
-        method = ""
-        for stack in (False, True):
-            for state in ("cold", "warm"):
-                for name, (dataset, files) in loaders.items():
-                    times = []
-                    for _ in range(args.repeats):
-                        seconds, dropped = run(dataset, args.workers, args.batch_size, stack,
-                                               files if state == "cold" else None)
-                        method = dropped or method
-                        times.append(seconds)
-                    results[(state, name, stack)] = min(times)
-        print(f"cold = page cache dropped before each run ({method}); warm = files in page cache; best of "
-              f"{args.repeats}; workers started before timing")
-        print(f"{'loader':28} {'what':15} {'state':5} {'seconds':>8} {'videos/s':>9} {'speed-up':>9}")
-        for stack in (False, True):
-            for state in ("cold", "warm"):
-                reference = results[(state, "npy per video (reference)", stack)]
-                for name in loaders:
-                    seconds = results[(state, name, stack)]
-                    what = "stacked batches" if stack else "read + sample"
-                    print(f"{name:28} {what:15} {state:5} {seconds:8.3f} {count / seconds:9.0f} "
-                          f"{reference / seconds:8.2f}x")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    ids = [f"vid{i:06d}" for i in range(args.videos + 2)]
+    lengths = videolt_lengths(len(ids), mean=60.0 if args.lengths == "mean60" else None)
+    train_lengths = lengths[:-2]
+    print(f"{args.videos} training videos ({100 * args.videos / VIDEOLT_TRAIN_VIDEOS:.1f}% of VideoLT's "
+          f"{VIDEOLT_TRAIN_VIDEOS:,}), {VIDEOLT_DIM}-d, frames per video ({args.lengths}): mean "
+          f"{train_lengths.mean():.0f}, median {np.median(train_lengths):.0f}, max {train_lengths.max()}; batch "
+          f"{BATCH} x {FRAMES} random frames; {args.workers} workers each; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    for dtype in args.dtypes:
+        root = Path(tempfile.mkdtemp(prefix="meid-loading-", dir=args.dir))
+        try:
+            split = load_split(write_bench_split(root / "split", ids))
+            started = time.perf_counter()
+            store = write_phase(root, ids, lengths, split, dtype)
+            gigabytes = sum(p.stat().st_size for p in [store, *(root / "npy").iterdir()]) / 1e9
+            print(f"\n{dtype}: wrote {gigabytes:.1f} GB (.npy files and store) in "
+                  f"{time.perf_counter() - started:.0f} s")
+            loaders = Loaders(split, root, store, dtype, args.workers, args.with_items)
+            all_files = [f for files in loaders.files.values() for f in files]
+            number = 1
+            for state in args.states:
+                times: dict[str, list[float]] = {name: [] for name in loaders.names}
+                residency = []
+                if state == "warm":
+                    read_fully(all_files)
+                for round_ in range(args.repeats):
+                    names = loaders.names if round_ % 2 == 0 else loaders.names[::-1]
+                    for name in names:
+                        if state == "cold":
+                            drop_page_cache(loaders.files[name])
+                        residency.append(cached_fraction(loaders.files[name]))
+                        times[name].append(loaders.run(name, number))
+                        number += 1
+                known = [r for r in residency if r is not None]
+                cache = f"{100 * min(known):.1f}-{100 * max(known):.1f}%" if known else "unknown"
+                print(f"  {state} (files in page cache before a pass: {cache}); median of {args.repeats} "
+                      "interleaved passes [range]; speed-up over the reference: median of per-round ratios "
+                      "[range]")
+                print("\n".join(summarise(times, loaders.count)))
+            del loaders
+            gc.collect()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

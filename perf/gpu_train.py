@@ -30,8 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(TrainOptions(split=args.split, recipe=args.recipe, out=Path(out) / "run", epochs=args.epochs,
-                                       device=args.device, resident="yes", overrides=tuple(args.overrides)),
-                          echo=lambda _: None)
+                                       device=args.device, resident="yes", overrides=tuple(args.overrides)))
         trainer.fit()
         log = [json.loads(line) for line in (Path(out) / "run" / "log.jsonl").read_text().splitlines()]
     videos = len(trainer.streams["instance"].dataset)

@@ -49,3 +49,12 @@ def write_classes(folder: Path, num_classes: int) -> Path:
     path = folder / "Charades_v1_classes.txt"
     path.write_text("".join(f"c{k:03d} Made-up class {k}\n" for k in range(num_classes)))
     return path
+
+
+@pytest.fixture(scope="session")
+def hostile_base(tmp_path_factory) -> Path:
+    """A small valid workspace (split, feature store, npy sources, a finished run) for the hostile-input tests;
+    each test copies it (``hostile_support.workspace``) before damaging it."""
+    from hostile_support import build_base
+
+    return build_base(tmp_path_factory.mktemp("hostile-base"))

@@ -57,19 +57,22 @@ def make_split(out: Path, test_labels: list[list[int]], name: str = "toy", seed:
     }, schema=CLASS_SCHEMA)
     manifest = {"format": "meid-bench-split", "format_version": 1, "protocol": "v1", "benchmark": name,
                 "parameters": {"imbalance": 20.0, "seed": seed, "profile": "exponential"},
-                "sources": [{"name": "toy.csv", "sha256": "0" * 64}]}
+                "sources": [{"file": "toy.csv", "sha256": "0" * 64}]}
     return write_split(out, tables, manifest)
 
 
 def make_run(run_dir: Path, split_dir: Path, split_checksum: str, video_ids: list[str], scores: np.ndarray,
              method: str = "baseline", seed: int = 0, recipe: dict | None = None,
-             subsets: tuple[str, ...] = ("test",)) -> Path:
-    """A run folder as training writes it: run.json plus predictions/<subset>.parquet (the same scores each)."""
+             subsets: tuple[str, ...] = ("test",), simulated: bool | None = None) -> Path:
+    """A run folder as training writes it: run.json plus predictions/<subset>.parquet (the same scores each);
+    ``simulated`` (when not None) is recorded as run.json's features.simulated."""
     run_dir.mkdir(parents=True)
     record = {"format": "meid-bench-run", "format_version": 1, "name": run_dir.name, "method": method, "seed": seed,
               "split": {"path": str(split_dir), "benchmark": "toy", "checksum": split_checksum},
               "recipe": recipe if recipe is not None else {"method": method, "lr": 1e-4, "epochs": 3},
               "meid_bench_version": "0.1.0"}
+    if simulated is not None:
+        record["features"] = {"path": "features.h5", "dim": 4, "simulated": simulated}
     (run_dir / "run.json").write_text(json.dumps(record, indent=2))
     keys = [f"c{k:03d}" for k in range(scores.shape[1])]
     for subset in subsets:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+
 import pytest
 
 from meid_bench.build.protocol import BuildOptions, build_and_write, build_benchmark
@@ -43,3 +46,62 @@ def test_videolt_build_keeps_splits_and_reference_groups(videolt_real, tmp_path)
     classes = split.classes
     assert (classes["train_count"] == classes["original_train_count"]).all()
     assert compare_to_reference(split) == ("match", [])
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from meid_bench.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_build_and_verify_against_the_shipped_reference(charades_real, tmp_path):
+    """The default build matches with --expect-reference; a build from edited annotations is a loud warning, an
+    error (exit 1, nothing written) with --expect-reference, and fails verify (exit 1)."""
+    good = _cli("build", "charadeslt", "--annotations", charades_real, "--out", tmp_path / "good",
+                "--expect-reference")
+    assert good.exit_code == 0 and "shipped reference: MATCH" in good.output, good.output
+    assert _cli("verify", tmp_path / "good").exit_code == 0
+
+    edited = tmp_path / "edited"
+    shutil.copytree(charades_real, edited)
+    csv = edited / "Charades_v1_test.csv"
+    text = csv.read_text()
+    first = re.search(r"c(\d{3}) ", text)  # the first action of the first test video, moved to another class
+    csv.write_text(text[:first.start()] + f"c{(int(first.group(1)) + 1) % 157:03d} " + text[first.end():])
+
+    refused = _cli("build", "charadeslt", "--annotations", edited, "--out", tmp_path / "e", "--expect-reference")
+    assert refused.exit_code == 1 and "not written: the build differs from the shipped reference" in refused.stderr
+    assert "table test: same 1814 rows, other content" in refused.stderr and not (tmp_path / "e").exists()
+    warned = _cli("build", "charadeslt", "--annotations", edited, "--out", tmp_path / "e")
+    assert warned.exit_code == 0
+    assert "meid-bench: warning: shipped reference: DIFFERENT - this default-protocol charadeslt split is NOT the " \
+           "published benchmark" in warned.stderr
+    verified = _cli("verify", tmp_path / "e")
+    assert verified.exit_code == 1 and "shipped reference: DIFFERENT" in verified.stderr
+    other = _cli("build", "charadeslt", "--annotations", charades_real, "--out", tmp_path / "o", "--seed", "1",
+                 "--expect-reference")
+    assert other.exit_code == 2 and "define another benchmark" in other.stderr and not (tmp_path / "o").exists()
+
+
+def test_verify_recomputes_hashes_so_a_forged_manifest_fails(charades_real, tmp_path):
+    """A label changed, and the manifest's sha256, rows and content hash all updated to match: the manifest agrees
+    with the tables, but the recomputed hash does not match the shipped reference."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hostile_support import rewrite_table
+
+    split_dir = build_and_write(BuildOptions("charadeslt"), charades_real, tmp_path / "s")
+
+    def edit(table):
+        labels = table.column("labels").to_pylist()
+        labels[0] = sorted(set(labels[0]) ^ {3})
+        return table.set_column(table.column_names.index("labels"), "labels", pa.array(labels, pa.list_(pa.int32())))
+
+    rewrite_table(split_dir, "test", edit)
+    assert pq.read_table(split_dir / "test.parquet").num_rows == 1814
+    result = _cli("verify", split_dir)
+    assert result.exit_code == 1
+    assert "shipped reference: DIFFERENT - table test: same 1814 rows, other content" in result.stderr

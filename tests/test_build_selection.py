@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meid_bench.build.profile import class_targets, rank_order, relative_profile
-from meid_bench.build.select import label_matrix, select_videos
+from meid_bench.build.select import _row_sums, label_counts, select_videos
 from meid_bench.errors import MeidBenchError
 
 
@@ -63,10 +63,8 @@ def test_selection_invariants(data, imbalance, seed):
     counts = np.bincount(values, minlength=num_classes)
     targets = np.maximum(class_targets(counts, imbalance), 1.0)
     selection = select_videos(offsets, values, targets, seed)
-    matrix = label_matrix(offsets, values, num_classes)
     # Counts are exactly those of the kept videos with all their labels; no class is left empty.
-    kept_counts = np.asarray(matrix[selection.selected].sum(axis=0)).ravel()
-    assert np.array_equal(kept_counts, selection.counts)
+    assert np.array_equal(label_counts(offsets, values, selection.selected, num_classes), selection.counts)
     assert selection.counts.min() >= 1
     # Videos without labels are never kept.
     assert not np.any(selection.selected & (np.diff(offsets) == 0))
@@ -93,3 +91,20 @@ def test_seed_changes_only_tie_breaking():
     b = select_videos(offsets, values, targets, seed=1)
     assert a.counts.tolist() == b.counts.tolist() == [10, 5]
     assert not np.array_equal(a.selected, b.selected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(label_sets(), st.integers(0, 2**31))
+def test_ragged_sums_are_bitwise_those_of_a_sparse_product(data, seed):
+    # The selection once multiplied a scipy CSR label matrix by per-class gains; its ragged replacement must give
+    # the same floats to the last bit (ties and orderings depend on them), so the same selected videos.
+    from scipy import sparse
+
+    num_classes, offsets, values = data
+    offsets = np.concatenate([[0], offsets])  # a video without labels, first
+    matrix = sparse.csr_matrix((np.ones(len(values)), values, offsets), shape=(len(offsets) - 1, num_classes))
+    gains = np.random.default_rng(seed).standard_normal(num_classes) * 10.0 ** np.arange(num_classes)
+    owners = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    assert np.array_equal(_row_sums(owners, values, gains, len(offsets) - 1), matrix @ gains)
+    by_class = owners[np.argsort(values, kind="stable")]
+    assert np.array_equal(by_class, matrix.tocsc().indices)

@@ -154,3 +154,53 @@ def test_cli_pack(tmp_path, split):
     (tmp_path / "junk.h5").write_text("junk")
     bad = CliRunner().invoke(main, ["features", "info", str(tmp_path / "junk.h5")])
     assert bad.exit_code == 2 and "not a readable HDF5" in bad.output
+
+
+def test_unusual_npy_sources_pack_like_numpy_reads_them(tmp_path, split):
+    # Every source dtype and layout numpy writes: read in place when the layout allows, through numpy otherwise.
+    videos = _features(split)
+    kinds = [np.float64, ">f4", np.float16, np.int16]
+    source = tmp_path / "src"
+    source.mkdir()
+    expected = {}
+    for i, (video_id, frames) in enumerate(videos.items()):
+        array = frames.astype(kinds[i % len(kinds)])
+        np.save(source / f"{video_id}.npy", np.asfortranarray(array) if i % 3 == 0 else array)
+        expected[video_id] = array.astype(np.float32)
+    pack_features(split, source, "npy", tmp_path / "out.h5", workers=3)
+    store = FeatureStore(tmp_path / "out.h5")
+    for video_id, frames in expected.items():
+        assert np.array_equal(store.read(video_id), frames)
+
+
+def test_a_source_that_changes_while_packing_is_an_error(tmp_path, split, monkeypatch):
+    from meid_bench.build.features import pack
+
+    source = _write_source(tmp_path / "src", "npy", _features(split))
+    victim = source / f"{_all_ids(split)[4]}.npy"
+    original = pack._npy_header
+
+    def header_then_truncate(path):
+        header = original(path)
+        if path == victim:  # cut after the pre-pass read its header
+            victim.write_bytes(victim.read_bytes()[:-8])
+        return header
+
+    monkeypatch.setattr(pack, "_npy_header", header_then_truncate)
+    with pytest.raises(MeidBenchError, match="changed while packing"):
+        pack_features(split, source, "npy", tmp_path / "out.h5", workers=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_a_long_video_is_packed_in_pieces_and_errors_name_its_frame(tmp_path, split):
+    rng = np.random.default_rng(3)
+    videos = {v: rng.standard_normal((2, 512)).astype(np.float32) for v in _all_ids(split)}
+    long_id = _all_ids(split)[1]
+    videos[long_id] = rng.standard_normal((700, 512)).astype(np.float32)  # 1.4 MB: three pieces
+    source = _write_source(tmp_path / "src", "npy", videos)
+    pack_features(split, source, "npy", tmp_path / "ok.h5", dtype="float16", workers=2)
+    assert np.array_equal(FeatureStore(tmp_path / "ok.h5").read(long_id), videos[long_id].astype(np.float16))
+    videos[long_id][600, 7] = np.nan
+    np.save(source / f"{long_id}.npy", videos[long_id])
+    with pytest.raises(MeidBenchError, match="frame 600 holds nan"):
+        pack_features(split, source, "npy", tmp_path / "bad.h5", workers=2)

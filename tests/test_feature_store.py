@@ -228,3 +228,42 @@ def test_incomplete_file_is_refused(tmp_path):
         file.attrs["complete"] = False
     with pytest.raises(MeidBenchError, match="interrupted"):
         FeatureStore(path)
+
+
+def test_reserved_videos_written_from_threads_out_of_order_give_the_same_bytes(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    videos = _videos([5, 1, 30, 2, 9], dim=8)
+    labels = {v: np.random.default_rng(len(f)).integers(0, 8, (len(f), 1)).astype(np.uint8)
+              for v, f in videos.items()}
+    kwargs = dict(total_frames=sum(len(v) for v in videos.values()), split_checksum="x", num_classes=3)
+    with FeatureStoreWriter(tmp_path / "a.h5", 8, **kwargs) as writer:
+        for video_id, frames in videos.items():
+            writer.add(video_id, frames, labels[video_id])
+    with FeatureStoreWriter(tmp_path / "b.h5", 8, **kwargs) as writer:
+        positions = {v: writer.reserve(v, len(f)) for v, f in videos.items()}
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(lambda v: writer.write_video(positions[v], videos[v], labels[v]), list(videos)[::-1]))
+    assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
+    with pytest.raises(MeidBenchError, match="2 frames, 5 were reserved"):
+        with FeatureStoreWriter(tmp_path / "c.h5", 8, total_frames=6) as writer:
+            writer.write_video(writer.reserve("a", 5), np.ones((2, 8), np.float32))
+    with pytest.raises(MeidBenchError, match="0 frames written, 6 announced"):
+        with FeatureStoreWriter(tmp_path / "c.h5", 8, total_frames=6) as writer:
+            writer.reserve("a", 6)  # reserved, never written
+    assert not (tmp_path / "c.h5").exists()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_synth_records_the_dtype_it_stores(tmp_path, dtype):
+    from click.testing import CliRunner
+
+    from meid_bench.cli import main
+
+    split_dir = make_split(tmp_path / "split", sizes=(4, 1, 1))
+    result = CliRunner().invoke(main, ["features", "synth", "--split", str(split_dir), "--dim", "8", "--dtype", dtype,
+                                       "--out", str(tmp_path / "s.h5")])
+    assert result.exit_code == 0, result.output
+    store = FeatureStore(tmp_path / "s.h5")
+    assert store.dtype == np.dtype(dtype) and store.attrs["dtype"] == dtype
+    assert store.read_at(0).dtype == np.dtype(dtype)

@@ -171,7 +171,7 @@ def test_unknown_keys_and_names_are_errors_naming_the_file_and_key_path(tmp_path
 
 
 @pytest.mark.parametrize("text, message", [
-    ("model: {name: meid}\noptim: {lr: fast}\n", r"optim.lr: expected a number, got str 'fast'"),
+    ("model: {name: meid}\noptim: {lr: fast}\n", r"optim.lr: expected a finite number, got str 'fast'"),
     ("model: {name: meid}\nepochs: 1.5\n", r"epochs: expected an integer, got float 1.5"),
     ("model: {name: meid}\nbatch_size: true\n", r"batch_size: expected an integer, got bool True"),
     ("model: {name: meid, distill: 'yes'}\n", r"model.distill: expected true or false, got str 'yes'"),

@@ -115,7 +115,9 @@ def test_bad_inputs(tiny_split, tmp_path):
     assert_clean_error(invoke(*base, "--recipe", bad_recipe, "--out", tmp_path / "b"), "epochz: unknown key")
     assert_clean_error(invoke(*base, "--features", tmp_path / "none.h5", "--out", tmp_path / "f"),
                        "no feature store")
-    assert_clean_error(invoke(*base, "--resume", "--out", tmp_path / "nothing"), "nothing to resume")
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "chapter1.tex").write_text("not a run")
+    assert_clean_error(invoke(*base, "--resume", "--out", tmp_path / "thesis"), "nothing to resume")
 
 
 def test_existing_run_folder_needs_resume_and_checkpoints_are_checked(tiny_split, tmp_path):
@@ -175,7 +177,7 @@ def test_a_schedule_too_short_for_the_split_is_flagged(tiny_split, tmp_path):
         options = TrainOptions(split=tiny_split, recipe="late_avg", out=tmp_path / out, epochs=2, device="cpu",
                                overrides=TINY + ("model.hidden=8", f"optim.lr={lr}"))
         train(options, echo=lines.append)
-        return [line for line in lines if line.startswith("note: this schedule makes")]
+        return [line for line in lines if line.startswith("this schedule makes")]
 
     assert len(notes("slow", "1e-4")) == 1  # about 15 steps at 1e-4: the model would barely move
     assert notes("fast", "5e-2") == []

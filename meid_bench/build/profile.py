@@ -8,7 +8,6 @@ for which no class's target exceeds what it has (``s = min_k count_k / r_k``).
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from meid_bench.errors import MeidBenchError
 
@@ -36,6 +35,8 @@ def relative_profile(num_classes: int, imbalance: float, profile: str = "exponen
     if profile == "exponential":
         return imbalance ** (-rank)
     if profile == "pareto":
+        from scipy import stats  # half a second to import: only this profile needs it
+
         x = np.linspace(stats.pareto.ppf(0.01, PARETO_SHAPE), stats.pareto.ppf(0.99, PARETO_SHAPE), num_classes)
         log_density = stats.pareto.logpdf(x, PARETO_SHAPE)
         log_density = (log_density - log_density[0]) / (log_density[0] - log_density[-1])  # 0 .. -1

@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
+import json
 import platform
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import scipy
 
 from meid_bench import __version__
 from meid_bench.build import readers
@@ -19,7 +20,8 @@ from meid_bench.build.profile import PROFILES, class_targets
 from meid_bench.build.select import fidelity, select_videos
 from meid_bench.build.split_io import CLASS_SCHEMA, SPLIT_FORMAT, SPLIT_FORMAT_VERSION, write_split
 from meid_bench.build.table import VideoTable
-from meid_bench.errors import MeidBenchError
+from meid_bench.errors import MeidBenchError, VerificationError
+from meid_bench.fileio import check_output_folder
 
 PROTOCOL_VERSION = "v1"
 BENCHMARKS = ("charadeslt", "charadesegolt", "videolt")
@@ -86,7 +88,7 @@ def assign_groups(train_counts: np.ndarray, head_above: int, tail_below: int) ->
 
 def _software() -> dict:
     return {"meid_bench": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "pyarrow": pa.__version__}
+            "scipy": metadata.version("scipy"), "pyarrow": pa.__version__}  # scipy: not imported unless needed
 
 
 def _subset(videos: VideoTable, name: str) -> VideoTable:
@@ -287,10 +289,31 @@ def _manifest(options: BuildOptions, source: readers.SourceData, splits: dict[st
     }
 
 
-def build_and_write(options: BuildOptions, annotations: Path, out: Path, force: bool = False) -> Path:
-    out = Path(out)
-    if out.exists() and not force:  # fail before the work, not after
-        raise MeidBenchError(f"{out}: the output folder already exists; pass --force to replace it or --out to "
-                             "write elsewhere")
+def build_and_write(options: BuildOptions, annotations: Path, out: Path, force: bool = False,
+                    expect_reference: bool = False) -> Path:
+    """Build a benchmark and write its split folder to ``out``.
+
+    ``expect_reference``: the build must reproduce the shipped reference of its benchmark; options that no
+    reference covers are refused before any work, and a build that differs is a VerificationError raised before
+    anything is written (an existing ``out`` stays as it was).
+    """
+    from meid_bench.build.reference import built_reference, compare_reference, load_reference, reference_path
+
+    out = check_output_folder(out, force)  # fail before the work, not after
+    reference = None
+    if expect_reference:
+        reference = load_reference(options.benchmark)
+        if reference is None:
+            raise MeidBenchError(f"--expect-reference: meid-bench ships no reference for {options.benchmark}; "
+                                 "build without --expect-reference")
+        if json.loads(json.dumps(options.resolved().parameters())) != reference["parameters"]:
+            raise MeidBenchError(f"--expect-reference: the shipped reference of {options.benchmark} is the default "
+                                 f"build ({reference['parameters']}); these options define another benchmark, drop "
+                                 "them or --expect-reference")
     built = build_benchmark(options, annotations)
+    if reference is not None:
+        status, differences = compare_reference(built_reference(built.manifest, built.tables), reference)
+        if status != "match":
+            raise VerificationError(f"{out}: not written: the build differs from the shipped reference "
+                                    f"{reference_path(options.benchmark)}: {'; '.join(differences)}")
     return write_split(out, built.tables, built.manifest, force=force)

@@ -14,6 +14,10 @@ in two seeded, deterministic steps (``docs/protocol.md`` states them for readers
    move lowers J (a local minimum) or after ``max_moves``.
 
 Ties are broken by a per-video random key drawn from the seed; that is the only use of randomness.
+
+Labels stay ragged (``label_offsets``, ``label_values``): a sum over each video's labels is one ``np.bincount``
+over the label entries, in the entries' order, so the sums, and the selection, are exactly those of a sparse
+matrix product.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
 
 EMPTY_PENALTY = 1.0e6  # J for a class with no video: never worth it
 
@@ -33,14 +36,20 @@ class Selection:
     moves: int  # local-search moves applied
 
 
-def label_matrix(label_offsets: np.ndarray, label_values: np.ndarray, num_classes: int) -> sparse.csr_matrix:
-    """The [videos, classes] 0/1 matrix of a ragged label list."""
-    data = np.ones(len(label_values), dtype=np.float64)
-    return sparse.csr_matrix((data, label_values, label_offsets), shape=(len(label_offsets) - 1, num_classes))
+def label_counts(label_offsets: np.ndarray, label_values: np.ndarray, chosen: np.ndarray, num_classes: int
+                 ) -> np.ndarray:
+    """Videos per class among the videos ``chosen`` (bool [videos]) of a ragged label list."""
+    rows = np.flatnonzero(chosen)
+    return np.bincount(label_values[_flat_rows(label_offsets, rows)], minlength=num_classes).astype(np.int64)
+
+
+def _row_sums(owners: np.ndarray, classes: np.ndarray, per_class: np.ndarray, rows: int) -> np.ndarray:
+    """For each row, the sum of ``per_class`` over its label entries (``owners[i]`` is the row of entry i)."""
+    return np.bincount(owners, weights=per_class[classes], minlength=rows)
 
 
 def _cost(counts: np.ndarray, log_targets: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         cost = (np.log(counts) - log_targets) ** 2
     return np.where(counts <= 0, EMPTY_PENALTY, cost)
 
@@ -52,68 +61,97 @@ def _flat_rows(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return starts + np.arange(lengths.sum())
 
 
+class _CostSteps:
+    """For every class and every count it can reach, the change in ``_cost`` of one video more (``up``) or one
+    less (``down``), computed once as ``_cost(c +/- 1) - _cost(c)``: the search looks them up instead of taking
+    logarithms move by move (the same values, from elementwise the same operations)."""
+
+    def __init__(self, log_targets: np.ndarray, max_count: int) -> None:
+        counts = np.arange(0, max_count + 1)[None, :]
+        now = _cost(counts, log_targets[:, None])
+        self.up = _cost(counts + 1, log_targets[:, None]) - now
+        self.down = _cost(counts - 1, log_targets[:, None]) - now
+        self.classes = np.arange(len(log_targets))
+
+
 def select_videos(label_offsets: np.ndarray, label_values: np.ndarray, targets: np.ndarray, seed: int,
                   max_moves: int = 20000, batch: int = 64) -> Selection:
     """Choose the subset of videos whose per-class counts come closest to ``targets`` (see module doc)."""
     num_videos, num_classes = len(label_offsets) - 1, len(targets)
-    matrix = label_matrix(label_offsets, label_values, num_classes)
-    eligible = np.diff(label_offsets) > 0
+    lengths = np.diff(label_offsets)
+    owners = np.repeat(np.arange(num_videos), lengths)  # the video of each label entry
+    eligible = lengths > 0
     log_targets = np.log(targets)
     tie_break = np.random.default_rng(seed).random(num_videos) * 1e-9
 
     selected = np.zeros(num_videos, dtype=bool)
     counts = np.zeros(num_classes, dtype=np.int64)
-
-    def labels(video: int) -> np.ndarray:
-        return label_values[label_offsets[video]:label_offsets[video + 1]]
+    steps = _CostSteps(log_targets, int(np.bincount(label_values, minlength=1).max()))
+    classes = steps.classes
 
     # 1. Tail-first fill. A class below its goal takes the unselected videos of that class that lower J the most;
     # they are taken half of the remaining need at a time, with the gains recomputed in between, since every
     # addition changes the gains of the classes it touches.
-    columns = matrix.tocsc()
+    by_class = owners[np.argsort(label_values, kind="stable")]  # each class's videos, consecutive, in order
+    class_starts = np.concatenate([[0], np.cumsum(np.bincount(label_values, minlength=num_classes))])
     for k in np.lexsort((np.arange(num_classes), targets)):
         goal = max(1, int(round(targets[k])))
         if counts[k] >= goal:
             continue
-        candidates = columns.indices[columns.indptr[k]:columns.indptr[k + 1]]
+        candidates = by_class[class_starts[k]:class_starts[k + 1]]
         candidates = candidates[~selected[candidates]]
-        rows = matrix[candidates]  # sliced once per class; the rounds below only re-weigh it
-        while counts[k] < goal and len(candidates):
-            gain_add = _cost(counts + 1, log_targets) - _cost(counts, log_targets)
-            gain = rows @ gain_add + tie_break[candidates]
-            take = min(len(candidates), max(1, (goal - counts[k] + 1) // 2))
-            order = np.argsort(gain, kind="stable")
-            chosen = candidates[order[:take]]
-            selected[chosen] = True
-            counts += np.bincount(label_values[_flat_rows(label_offsets, chosen)], minlength=num_classes)
-            rest = np.sort(order[take:])
-            candidates, rows = candidates[rest], rows[rest]
+        # The candidates' label entries, gathered once per class; each round re-weighs those still unselected.
+        entries = label_values[_flat_rows(label_offsets, candidates)]
+        entry_rows = np.repeat(np.arange(len(candidates)), lengths[candidates])
+        alive = np.arange(len(candidates))
+        taken = np.zeros(len(candidates), dtype=bool)
+        ties = tie_break[candidates]
+        while counts[k] < goal and len(alive):
+            take = min(len(alive), max(1, (goal - counts[k] + 1) // 2))
+            if take == len(alive):  # every candidate goes in: their order does not matter
+                order = np.arange(take)
+            else:
+                gain = _row_sums(entry_rows, entries, steps.up[classes, counts], len(candidates))[alive] + ties[alive]
+                order = np.argsort(gain, kind="stable")
+            chosen = alive[order[:take]]
+            selected[candidates[chosen]] = True
+            taken[:] = False
+            taken[chosen] = True
+            counts += np.bincount(entries[taken[entry_rows]], minlength=num_classes)
+            alive = alive[np.sort(order[take:])]
 
     # 2. Local search: rounds of improving additions / removals. Each round ranks the moves by their gain, then
     # walks that list and applies a move only if its gain, recomputed on the counts as they are now, still lowers
     # J; so J strictly decreases and the search stops at a local minimum (no single move improves).
     never = ~eligible
     moves = 0
+    # Per label entry, where its video's move change sits in [up changes; down changes] of the current counts: a
+    # selected video's entries point at "down" (its move is a removal). Kept up to date move by move.
+    key = label_values + num_classes * selected[owners]
+    offsets = label_offsets.tolist()
+    # Flat views of the step tables, and each label entry's row in them: one take per looked-up move.
+    up_flat, down_flat = steps.up.ravel(), steps.down.ravel()
+    flat_rows = label_values.astype(np.int64) * steps.up.shape[1]
     while moves < max_moves:
-        cost_now = _cost(counts, log_targets)
-        add = matrix @ (_cost(counts + 1, log_targets) - cost_now)
-        remove = matrix @ (_cost(counts - 1, log_targets) - cost_now)
-        gain = np.where(selected, remove, add) + tie_break
+        changes = np.concatenate([steps.up[classes, counts], steps.down[classes, counts]])
+        gain = np.bincount(owners, weights=changes.take(key), minlength=num_videos) + tie_break
         gain[never] = np.inf
         improving = np.flatnonzero(gain < -1e-9)
         if len(improving) == 0:
             break
         if len(improving) > batch:
             improving = improving[np.argpartition(gain[improving], batch)[:batch]]
-        for video in improving[np.argsort(gain[improving], kind="stable")]:
-            touched = labels(video)
-            step = -1 if selected[video] else 1
-            before = counts[touched]
-            fresh = (_cost(before + step, log_targets[touched]) - _cost(before, log_targets[touched])).sum()
+        for video in improving[np.argsort(gain[improving], kind="stable")].tolist():
+            start, end = offsets[video], offsets[video + 1]
+            touched = label_values[start:end]
+            removing = selected[video]
+            at = counts.take(touched)
+            fresh = np.add.reduce((down_flat if removing else up_flat).take(flat_rows[start:end] + at))
             if fresh >= -1e-9:
                 continue
-            counts[touched] += step
-            selected[video] = not selected[video]
+            counts[touched] = at + (-1 if removing else 1)
+            selected[video] = not removing
+            key[start:end] += -num_classes if removing else num_classes
             moves += 1
     return Selection(selected=selected, counts=counts, moves=moves)
 

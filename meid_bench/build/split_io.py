@@ -20,7 +20,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from meid_bench.errors import MeidBenchError
+from meid_bench.build import split_check
+from meid_bench.errors import MeidBenchError, VerificationError
 from meid_bench.fileio import publish_folder, read_record
 
 SPLIT_FORMAT = "meid-bench-split"
@@ -68,16 +69,26 @@ def table_content_sha256(table: pa.Table) -> str:
     """A hash of a table's content (names, types, values, nulls), independent of how Parquet encoded it.
 
     Byte checksums of Parquet files change with the writer's version; this hash does not, so a shipped reference
-    can be checked on any machine. Encoding: for each column in order, its name and type, then its values as
-    little-endian buffers (lists as int64 offsets plus flattened values; strings as UTF-8, each prefixed by its
-    length; a null marked by a validity byte).
+    can be checked on any machine. Encoding (``docs/formats.md`` gives it byte by byte): for each column in order,
+    the line ``name:type``, then its validity bytes, then its values as little-endian buffers (lists as int64
+    offsets plus the flattened values; strings as UTF-8, each prefixed by its length; nulls as zeros). Types are
+    written as pyarrow names them with list children always called ``item`` (Parquet reads them back as
+    ``element``: the same content).
     """
     digest = hashlib.sha256()
     for name, column in zip(table.column_names, table.columns):
         array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-        digest.update(f"{name}:{array.type}\n".encode())
+        digest.update(f"{name}:{canonical_type_name(array.type)}\n".encode())
         _hash_array(digest, array)
     return digest.hexdigest()
+
+
+def canonical_type_name(kind: pa.DataType) -> str:
+    """pyarrow's name of a type, with every list child named ``item`` (``list<item: int32>``)."""
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        prefix = "large_list" if pa.types.is_large_list(kind) else "list"
+        return f"{prefix}<item: {canonical_type_name(kind.value_type)}>"
+    return str(kind)
 
 
 def _hash_array(digest: "hashlib._Hash", array: pa.Array) -> None:
@@ -89,9 +100,7 @@ def _hash_array(digest: "hashlib._Hash", array: pa.Array) -> None:
         digest.update((offsets - offsets[0]).tobytes() if len(offsets) else b"")
         _hash_array(digest, array.flatten())
     elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        for value in array.to_pylist():
-            encoded = b"" if value is None else value.encode("utf-8")
-            digest.update(len(encoded).to_bytes(8, "little") + encoded)
+        digest.update(_length_prefixed_utf8(array))
     elif pa.types.is_boolean(kind):
         digest.update(np.asarray(array.fill_null(False), dtype=np.uint8).tobytes())
     elif pa.types.is_integer(kind):
@@ -101,6 +110,24 @@ def _hash_array(digest: "hashlib._Hash", array: pa.Array) -> None:
         digest.update(values.tobytes())
     else:
         raise TypeError(f"no content hash for Arrow type {kind}")
+
+
+def _length_prefixed_utf8(array: pa.Array) -> bytes:
+    """Each value as its UTF-8 byte length (uint64, little-endian) then its bytes; a null as length 0."""
+    if array.null_count:
+        array = array.fill_null("")
+    if len(array) == 0:
+        return b""
+    _, offset_buffer, data_buffer = array.buffers()
+    width = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    offsets = np.frombuffer(offset_buffer, dtype=width)[array.offset:array.offset + len(array) + 1].astype(np.int64)
+    lengths = np.diff(offsets)
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]:offsets[-1]] if data_buffer else np.zeros(0, np.uint8)
+    out = np.empty(8 * len(array) + len(data), dtype=np.uint8)
+    starts = 8 * np.arange(len(array), dtype=np.int64) + (offsets[:-1] - offsets[0])
+    out[starts[:, None] + np.arange(8)] = lengths.astype("<u8").view(np.uint8).reshape(-1, 8)
+    out[np.repeat(starts + 8 - (offsets[:-1] - offsets[0]), lengths) + np.arange(len(data))] = data
+    return out.tobytes()
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
@@ -115,7 +142,8 @@ class Split:
 
     ``train``, ``val`` and ``test`` have one row per video (``video_id``, ``labels`` as a list of class ids,
     ``duration`` in seconds, the temporal segments as three parallel lists, plus source columns). ``classes``
-    has one row per class with its counts, its annotated seconds and its group.
+    has one row per class with its counts, its annotated seconds and its group. ``content_sha256`` holds each
+    table's content hash as recomputed from the tables when loading (not as the manifest claims it).
     """
 
     path: Path
@@ -125,6 +153,7 @@ class Split:
     test: pd.DataFrame
     classes: pd.DataFrame
     checksum: str = field(default="")
+    content_sha256: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -140,6 +169,14 @@ class Split:
         group = self.classes["group"].to_numpy()
         ids = self.classes["class_id"].to_numpy()
         return {name: ids[group == name].astype(np.int64) for name in GROUPS}
+
+    def __repr__(self) -> str:
+        """One line, like a dataset summary: ``Split(charadeslt, 157 classes (head 77, medium 56, tail 24), videos
+        train 4734 / val 724 / test 1814, checksum 1a2b3c4d5e6f, path 'splits/charadeslt')``."""
+        groups = ", ".join(f"{name} {int((self.classes['group'] == name).sum())}" for name in GROUPS)
+        videos = " / ".join(f"{name} {len(getattr(self, name))}" for name in VIDEO_TABLES)
+        return (f"Split({self.name}, {self.num_classes} classes ({groups}), videos {videos}, "
+                f"checksum {self.checksum[:12]}, path {str(self.path)!r})")
 
     def table(self, subset: str) -> pd.DataFrame:
         if subset not in VIDEO_TABLES:
@@ -187,7 +224,13 @@ def write_split(out: Path, tables: dict[str, pa.Table], manifest: dict, force: b
 
 
 def load_split(path: str | os.PathLike, verify: bool = True) -> Split:
-    """Load a split folder, verifying the manifest's checksums and row counts (set ``verify=False`` to skip)."""
+    """Load a split folder: check the manifest's fields and every table's columns, types and values, recompute each
+    table's content hash and compare it, its byte sha256 and its row count with the manifest.
+
+    Malformed input is a :class:`MeidBenchError` (exit status 2); a well-formed table that does not match the
+    manifest is a :class:`VerificationError` (exit status 1). ``verify=False`` skips the comparisons of the
+    byte sha256 and content hash with the manifest (not the checks of the content, nor the row counts).
+    """
     path = Path(path)
     manifest_path = path / "manifest.json"
     if not path.is_dir():
@@ -195,29 +238,54 @@ def load_split(path: str | os.PathLike, verify: bool = True) -> Split:
     if not manifest_path.is_file():
         raise MeidBenchError(f"{manifest_path}: missing; this is not a complete split folder, rebuild it with "
                              "`meid-bench build ... --force`")
-    raw = manifest_path.read_bytes()
-    manifest = read_record(manifest_path, SPLIT_FORMAT, SPLIT_FORMAT_VERSION, "rebuild the split", raw=raw)
-    files = manifest.get("files")
-    if not isinstance(files, dict):
-        raise MeidBenchError(f"{manifest_path}: field 'files' is missing; rebuild the split")
-    frames = {}
-    for name in TABLES:
+    try:
+        raw = manifest_path.read_bytes()
+    except OSError as exc:
+        raise MeidBenchError(f"{manifest_path}: cannot be read ({exc.strerror})") from None
+    manifest = read_record(manifest_path, SPLIT_FORMAT, SPLIT_FORMAT_VERSION, split_check.REBUILD, raw=raw)
+    files = split_check.check_manifest(manifest, manifest_path, TABLES).object("files")
+    tables, hashes = {}, {}
+    for name in ("classes",) + VIDEO_TABLES:  # classes first: the video tables' label range comes from it
         file_name = f"{name}.parquet"
-        entry = files.get(file_name)
+        entry = files.data[file_name]
         file_path = path / file_name
-        if entry is None:
-            raise MeidBenchError(f"{manifest_path}: field 'files' has no entry for {file_name}; rebuild the split")
         if not file_path.is_file():
-            raise MeidBenchError(f"{file_path}: missing from the split folder; rebuild the split with --force")
-        if verify and sha256_file(file_path) != entry.get("sha256"):
-            raise MeidBenchError(f"{file_path}: sha256 does not match manifest.json (the file was changed or "
-                                 "damaged); rebuild the split with --force")
-        try:
-            table = pq.read_table(file_path)
-        except (pa.ArrowException, OSError) as exc:
-            raise MeidBenchError(f"{file_path}: unreadable Parquet ({exc}); rebuild the split") from None
-        if table.num_rows != entry.get("rows"):
-            raise MeidBenchError(f"{file_path}: {table.num_rows} rows, manifest.json says {entry.get('rows')}; "
-                                 "rebuild the split with --force")
-        frames[name] = table.to_pandas()
-    return Split(path=path, manifest=manifest, checksum=hashlib.sha256(raw).hexdigest(), **frames)
+            raise MeidBenchError(f"{file_path}: missing from the split folder; {split_check.REBUILD}")
+        if verify and sha256_file(file_path) != entry["sha256"]:
+            raise VerificationError(f"{file_path}: sha256 does not match manifest.json (the file was changed or "
+                                    f"damaged); {split_check.REBUILD}")
+        table = _read_table(file_path)
+        if name == "classes":
+            num_classes = split_check.check_class_table(table, file_path, CLASS_SCHEMA, GROUPS)
+        else:
+            split_check.check_video_table(table, file_path, num_classes, VIDEO_SCHEMA)
+        hashes[name] = table_content_sha256(table)
+        if table.num_rows != entry["rows"]:
+            raise VerificationError(f"{file_path}: {table.num_rows} rows, manifest.json says {entry['rows']}; "
+                                    f"{split_check.REBUILD}")
+        if verify and hashes[name] != entry["content_sha256"]:
+            raise VerificationError(f"{file_path}: its content (values) does not match the content_sha256 in "
+                                    "manifest.json although its bytes match the sha256: the table and the manifest "
+                                    f"were edited after the build; {split_check.REBUILD}")
+        tables[name] = table
+    split_check.check_unique(pa.chunked_array([tables[n].column("video_id") for n in VIDEO_TABLES]), path,
+                             "video_id", where=[f"{n}.parquet" for n in VIDEO_TABLES])
+    declared = manifest.get("num_classes")
+    if declared is not None and declared != num_classes:
+        raise MeidBenchError(f"{manifest_path}: field 'num_classes' is {declared}, classes.parquet has {num_classes} "
+                             f"rows; {split_check.REBUILD}")
+    frames = {name: table.to_pandas() for name, table in tables.items()}
+    return Split(path=path, manifest=manifest, checksum=hashlib.sha256(raw).hexdigest(), content_sha256=hashes,
+                 **frames)
+
+
+def _read_table(path: Path) -> pa.Table:
+    """A split table, read with clear errors: unreadable Parquet, duplicate columns, invalid UTF-8."""
+    try:
+        split_check.check_schema(pq.read_schema(path), path)
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise MeidBenchError(f"{path}: unreadable Parquet ({first}); {split_check.REBUILD}") from None
+    split_check.check_strings_valid(table, path)
+    return table

@@ -36,3 +36,19 @@ def summarize_split(split: Split) -> str:
         lines.append(f"frame-level imbalance (annotated seconds, largest / smallest class): "
                      f"{seconds.max() / seconds[seconds > 0].min():.1f}")
     return "\n".join(lines)
+
+
+def split_record(split: Split) -> dict:
+    """The split's identity and sizes as plain data (what ``build --json`` and ``verify --json`` print)."""
+    manifest, classes = split.manifest, split.classes
+    return {
+        "path": str(split.path),
+        "benchmark": split.name,
+        "protocol": manifest.get("protocol"),
+        "checksum": split.checksum,
+        "parameters": manifest.get("parameters", {}),
+        "videos": {subset: len(split.table(subset)) for subset in ("train", "val", "test")},
+        "classes": split.num_classes,
+        "groups": {group: int((classes["group"] == group).sum()) for group in GROUPS},
+        "fidelity": manifest.get("fidelity", {}),
+    }

@@ -1,6 +1,9 @@
 """The `meid-bench` command line: a click group whose commands live one area per module and call the library.
 
-Every command turns :class:`~meid_bench.errors.MeidBenchError` into a one-line message and exit status 2.
+Every command turns :class:`~meid_bench.errors.MeidBenchError` into a one-line message and its exit status (2 for
+bad input, 1 for a verification mismatch). Messages (progress, notes, warnings) are logged and go to stderr
+(``-v`` / ``-q`` on the group); stdout holds only what a command produces, and with ``--json`` exactly one JSON
+object.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import click
 
 from meid_bench import __version__
 from meid_bench.errors import MeidBenchError
+from meid_bench.logs import configure_cli_logging
 
 
 class _Group(click.Group):
@@ -19,13 +23,18 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except MeidBenchError as exc:
             click.echo(f"meid-bench: error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(exc.exit_status)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="meid-bench")
-def main() -> None:
+@click.option("-v", "--verbose", count=True, help="More messages on stderr (-v: debug messages too).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+def main(verbose: int, quiet: bool) -> None:
     """Long-tailed multi-label video recognition: build benchmarks, train reference models, evaluate, report.
+
+    Messages go to stderr; results to stdout (`--json` on build, verify, evaluate and train prints one JSON
+    object there and nothing else).
 
     \b
     Examples:
@@ -33,8 +42,10 @@ def main() -> None:
       meid-bench build charadeslt --annotations data/charades --imbalance 100
       meid-bench features synth --split splits/charadeslt
       meid-bench train --split splits/charadeslt
+      meid-bench -q train --split splits/charadeslt --json > result.json
       meid-bench report
     """
+    click.get_current_context().call_on_close(configure_cli_logging(-1 if quiet else verbose))
 
 
 # Command registration: one line per area module.
@@ -57,6 +68,10 @@ from meid_bench.cli import train as _train  # noqa: E402
 
 main.add_command(_train.train)
 main.add_command(_train.sweep)
+
+from meid_bench.cli import recipes as _recipes  # noqa: E402
+
+main.add_command(_recipes.recipes)
 
 from meid_bench.cli import diagnose as _diagnose  # noqa: E402
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from meid_bench.cli.output import echo_json, json_option
 from meid_bench.errors import MeidBenchError
 
 
@@ -23,21 +24,25 @@ from meid_bench.errors import MeidBenchError
               help="Output folder for metrics.json and per_class.csv [default: the run folder, or the predictions "
                    "file's folder]. The val subset writes metrics_val.json and per_class_val.csv.")
 @click.option("--force", is_flag=True, help="Replace existing metrics files.")
+@json_option
 def evaluate(split_dir: Path | None, run_dir: Path | None, predictions_file: Path | None, subset: str,
-             out_dir: Path | None, force: bool) -> None:
+             out_dir: Path | None, force: bool, as_json: bool) -> None:
     """Score predictions against a split: mAP, head/medium/tail mAP, top-k, per-class AP.
 
     \b
     Examples:
-      meid-bench evaluate --run runs/meid-charadeslt-s0
+      meid-bench evaluate --run runs/charadeslt-meid-seed0
+      meid-bench evaluate --run runs/charadeslt-meid-seed0 --subset val --json
       meid-bench evaluate --split splits/charadeslt --predictions my_method_test.parquet --out results/my_method
     """
     from meid_bench.build.split_io import load_split
-    from meid_bench.evaluator import Evaluator, read_predictions, write_metrics
+    from meid_bench.evaluator import Evaluator, check_metrics_outputs, read_predictions, write_metrics
     from meid_bench.report.runs import evaluate_run, load_run_split, read_run
 
     if (run_dir is None) == (predictions_file is None):
         raise MeidBenchError("evaluate: give exactly one of --run RUN_DIR or --predictions FILE.parquet")
+    default_out = run_dir if run_dir is not None else predictions_file.parent
+    check_metrics_outputs(out_dir if out_dir is not None else default_out, subset, force)
     if run_dir is not None:
         run = read_run(run_dir)
         split = load_run_split(run, override=split_dir)
@@ -52,6 +57,9 @@ def evaluate(split_dir: Path | None, run_dir: Path | None, predictions_file: Pat
         result = evaluator.eval(video_ids, scores, source=str(predictions_file))
         out = out_dir if out_dir is not None else predictions_file.parent
     written = write_metrics(out, result, evaluator.per_class(result), force=force)
+    if as_json:
+        echo_json({"metrics": result, "written": written})
+        return
     click.echo(evaluator.table(result))
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
@@ -62,16 +70,23 @@ def evaluate(split_dir: Path | None, run_dir: Path | None, predictions_file: Pat
               help="Report folder (index.html, results.md, results.csv, one figure folder per split).")
 @click.option("--runs-root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="Where to find runs when no RUN_DIR is given.")
+@click.option("--reference", "references", default=None, metavar="METHODS",
+              help="Comma-separated methods that the other methods are compared with, seed by seed (paired "
+                   "differences with 95% intervals) [default: late_avg,attention, those present: the no-trick "
+                   "baseline and the baseline with MEID's attention aggregator].")
 @click.option("--force", is_flag=True, help="Replace an existing report folder.")
-def report(run_dirs: tuple[Path, ...], out_dir: Path, runs_root: Path, force: bool) -> None:
+def report(run_dirs: tuple[Path, ...], out_dir: Path, runs_root: Path, references: str | None, force: bool) -> None:
     """Plots, results tables and one self-contained HTML page for runs (default: every run under runs/).
 
-    Runs are grouped by split; a run without metrics.json is evaluated from predictions/test.parquet.
+    Runs are grouped by split; a run without metrics.json is evaluated from predictions/test.parquet. The report
+    opens with a verdict per split (real or SIMULATED features, the runs, the best method by validation); metrics
+    are in percent, differences between methods in percentage points.
 
     \b
     Examples:
       meid-bench report
-      meid-bench report runs/baseline-s0 runs/meid-s0 --out reports/charadeslt
+      meid-bench report runs/charadeslt-late_avg-seed0 runs/charadeslt-meid-seed0 --out reports/charadeslt
+      meid-bench report --reference late_avg --out reports/vs-late-avg --force
     """
     from meid_bench.report.assemble import write_report
     from meid_bench.report.runs import find_runs
@@ -80,5 +95,10 @@ def report(run_dirs: tuple[Path, ...], out_dir: Path, runs_root: Path, force: bo
     if not runs:
         raise MeidBenchError(f"{runs_root}: holds no run folders (none with a run.json); train a run first or pass "
                              "RUN_DIR arguments")
-    out = write_report(runs, out_dir, force=force)
+    chosen = None
+    if references is not None:
+        chosen = [r.strip() for r in references.split(",") if r.strip()]
+        if not chosen:
+            raise MeidBenchError("--reference: give at least one method name, e.g. --reference late_avg")
+    out = write_report(runs, out_dir, force=force, references=chosen)
     click.echo(f"wrote {out / 'index.html'} ({len(runs)} runs)")

@@ -7,17 +7,18 @@ from pathlib import Path
 
 import click
 
-from meid_bench.errors import MeidBenchError
+from meid_bench.logs import progress_wanted
 
 _DTYPES = click.Choice(["float16", "float32"])
 
 
 @click.group()
 def features() -> None:
-    """Frame feature stores: pack released features, simulate proxy features, inspect, probe.
+    """Frame feature stores: extract from videos, pack released features, simulate proxy features, inspect, probe.
 
     \b
     Examples:
+      meid-bench features extract --split splits/charadeslt --videos data/Charades_v1 --backbone resnet101
       meid-bench features synth --split splits/charadeslt
       meid-bench features pack --split splits/videolt --source /data/videolt/r101 --format npy \\
           --out features/videolt-r101.h5 --dtype float16
@@ -26,14 +27,16 @@ def features() -> None:
 
 
 def _progress(label: str, length: int):
-    return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True)
+    return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True, hidden=not progress_wanted())
 
 
-def _refuse_existing(out: Path, force: bool) -> None:
-    # Before any work or progress bar: an existing output is kept unless --force.
-    if out.exists() and not force:
-        raise MeidBenchError(f"{out}: the output file already exists; pass --force to replace it or choose another "
-                             "--out")
+def _prepare_output(out: Path, force: bool) -> None:
+    # Before any work or progress bar: an output that cannot be written, or exists without --force, is refused;
+    # temporary files of an earlier write of this output that was killed are removed.
+    from meid_bench.fileio import check_output_file, remove_stale_staging
+
+    check_output_file(out, force)
+    remove_stale_staging(out, suffix=".h5")
 
 
 @features.command()
@@ -63,8 +66,10 @@ def pack(split_dir: Path, source: Path, fmt: str, out: Path, dtype: str, workers
     """
     from meid_bench.build.features.pack import pack_features, split_video_table
     from meid_bench.build.split_io import load_split
+    from meid_bench.checks import check_number
 
-    _refuse_existing(out, force)
+    check_number(fps, "--fps", low=0, low_open=True, allow_none=True)
+    _prepare_output(out, force)
     split = load_split(split_dir)
     with _progress("packing", len(split_video_table(split))) as bar:
         report = pack_features(split, source, fmt, out, dtype=dtype, workers=workers, allow_missing=allow_missing,
@@ -126,7 +131,6 @@ def synth(split_dir: Path, out: Path | None, version: int, annotations: Path | N
     from meid_bench.build.features.synth import SynthConfig, synthesize_features
     from meid_bench.build.split_io import load_split
 
-    split = load_split(split_dir)
     config = SynthConfig(version=version, dim=dim, fps=fps, seed=seed, noise=noise, prototype_scale=prototype_scale,
                          instance_scale=instance_scale, class_overlap=class_overlap, context_scale=context_scale,
                          background_scale=background_scale, default_duration=default_duration, dtype=dtype,
@@ -134,7 +138,8 @@ def synth(split_dir: Path, out: Path | None, version: int, annotations: Path | N
                          difficulty_spread=difficulty_spread)
     config.validate()
     out = default_feature_path(split_dir) if out is None else out
-    _refuse_existing(out, force)
+    _prepare_output(out, force)
+    split = load_split(split_dir)
     with _progress("simulating", len(split_video_table(split))) as bar:
         path = synthesize_features(split, out, config, frame_labels=frame_labels, force=force,
                                    annotations=annotations, progress=bar.update)
@@ -155,6 +160,7 @@ def info(store_path: Path, split_dir: Path | None) -> None:
     """
     from meid_bench.build.features.store import FeatureStore
     from meid_bench.build.split_io import load_split
+    from meid_bench.extract.spec import describe_spec
 
     store = FeatureStore(store_path)
     lengths = store.offsets[1:] - store.offsets[:-1]
@@ -163,6 +169,7 @@ def info(store_path: Path, split_dir: Path | None) -> None:
     click.echo(f"frames per video: min {lengths.min()}, median {int(sorted(lengths)[len(lengths) // 2])}, max "
                f"{lengths.max()}; fps {store.fps if store.fps else 'unknown'}")
     click.echo(f"generator: {store.attrs.get('generator', '')}; simulated: {'YES' if store.simulated else 'no'}")
+    click.echo(describe_spec(store.attrs))
     click.echo(f"split checksum: {store.split_checksum}; benchmark: {store.attrs.get('benchmark', '')}; "
                f"missing videos: {len(store.missing_video_ids)}; per-frame labels: "
                f"{'yes' if store.has_frame_labels else 'no'}")
@@ -199,3 +206,8 @@ def probe(split_dir: Path, store_path: Path | None, train_subset: str, eval_subs
     for group in ("all", "head", "medium", "tail"):
         suffix = "" if group == "all" else f"_{group}"
         click.echo(f"{group:8} {result['mAP' + suffix]:7.3f} {result['chance' + suffix]:7.3f}")
+
+
+from meid_bench.cli.extract import extract as _extract  # noqa: E402
+
+features.add_command(_extract)

@@ -1,8 +1,10 @@
-"""Torch datasets over a split and a feature store: a fixed number of frames per video, its target, its index.
+"""A torch dataset over a split and a feature store, item by item: a fixed number of frames per video, its target,
+its index; for users who compose their own pipelines (DataLoader, workers, collate). Training itself reads whole
+batches (:mod:`meid_bench.data.resident`, :mod:`meid_bench.data.streamed`).
 
-Frame sampling follows the VideoLT reference: training draws ``num_frames`` frame indices at random with
-replacement and sorts them; evaluation takes ``num_frames`` evenly spaced frames (frame
-``floor((k + 0.5) * T / num_frames)``), so videos shorter than ``num_frames`` repeat frames.
+Frame sampling follows the VideoLT reference (:mod:`meid_bench.data.frame_sampling`): training draws
+``num_frames`` frame indices at random with replacement and sorts them; evaluation takes ``num_frames`` evenly
+spaced frames.
 
 Random draws come from a generator per (seed, epoch, DataLoader worker): workers draw distinct frames, and the
 same seed, epoch and worker count reproduce the same batches. Call :meth:`VideoFeatureDataset.set_epoch` (or
@@ -13,28 +15,18 @@ epoch so the new epoch reaches them.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.utils.data
 
 from meid_bench.errors import MeidBenchError
-from meid_bench.build.features.frames import pack_frame_labels
 from meid_bench.build.features.store import FeatureStore
+from meid_bench.data.frame_sampling import random_frame_indices, uniform_frame_indices
 from meid_bench.data.samplers import SAMPLERS, label_mask
 
 CACHE_MODES = ("none", "ram")
-
-
-def uniform_frame_indices(length: int, num_frames: int) -> np.ndarray:
-    """Evenly spaced frame indices (repeats when the video is shorter than ``num_frames``)."""
-    return np.floor((np.arange(num_frames) + 0.5) * (length / num_frames)).astype(np.int64)
-
-
-def random_frame_indices(length: int, num_frames: int, rng: np.random.Generator) -> np.ndarray:
-    """``num_frames`` random indices with replacement, sorted (the reference's training sampling)."""
-    return np.sort(rng.integers(0, length, size=num_frames))
 
 
 class VideoFeatureDataset(torch.utils.data.Dataset):
@@ -89,7 +81,8 @@ class VideoFeatureDataset(torch.utils.data.Dataset):
             self._cache_frames = np.empty((int(self._cache_offsets[-1]), self.store.dim), dtype=self.store.dtype)
             for row, position in enumerate(self.positions):
                 lo, hi = self._cache_offsets[row], self._cache_offsets[row + 1]
-                self._cache_frames[lo:hi] = self.store.read_at(int(position))
+                first = int(self.store.offsets[position])
+                self.store.read_rows(first, first + int(hi - lo), self._cache_frames[lo:hi])
             self.store.close()  # no handle inherited by forked workers
 
     @property
@@ -131,7 +124,8 @@ class VideoFeatureDataset(torch.utils.data.Dataset):
         index, sampled_class = (int(item[0]), int(item[1])) if isinstance(item, (tuple, list)) else (int(item), -1)
         frames = self.frame_indices(index)
         out: dict[str, Any] = {
-            "features": torch.from_numpy(self.read_frames(index, frames).astype(np.float32, copy=False)),
+            # torch widens float16 about ten times faster than numpy's astype
+            "features": torch.from_numpy(self.read_frames(index, frames)).to(torch.float32),
             "target": torch.from_numpy(self.targets[index]),
             "index": index,
         }
@@ -170,107 +164,3 @@ def set_epoch(loader: torch.utils.data.DataLoader, epoch: int) -> None:
         loader.sampler.set_epoch(epoch)
     if hasattr(loader.dataset, "set_epoch"):
         loader.dataset.set_epoch(epoch)
-
-
-class GpuResidentFeatures:
-    """All frames of a subset as one device tensor plus offsets; whole batches are sampled on the device.
-
-    For benchmarks small enough to sit in accelerator memory: no DataLoader, no workers. Built from a
-    :class:`VideoFeatureDataset` (its videos, targets, ``num_frames``, ``train``, seed and ``frame_labels``), or from
-    a :class:`FeatureStore` with ``video_ids`` and ``num_frames`` (no targets). Frames keep the store's dtype on the
-    device and are returned as float32, in the same dict form as the dataset's batches; per-frame labels stay
-    bit-packed on the device and are unpacked per batch.
-    """
-
-    def __init__(self, source: VideoFeatureDataset | FeatureStore, device: str | torch.device = "cpu", *,
-                 video_ids: list[str] | None = None, num_frames: int | None = None, train: bool | None = None,
-                 seed: int | None = None) -> None:
-        self.device = torch.device(device)
-        if isinstance(source, VideoFeatureDataset):
-            store, self.video_ids = source.store, list(source.video_ids)
-            positions, targets = source.positions, source.targets
-            num_frames = source.num_frames if num_frames is None else num_frames
-            train = source.train if train is None else train
-            seed = source.seed if seed is None else seed
-        else:
-            store = source
-            self.video_ids = list(store.video_ids) if video_ids is None else list(video_ids)
-            positions = np.array([store.index_of(v) for v in self.video_ids], dtype=np.int64)
-            targets = None
-            if num_frames is None:
-                raise MeidBenchError("GpuResidentFeatures over a store needs num_frames")
-        self.num_frames, self.train, self.seed = int(num_frames), bool(train), int(seed or 0)
-        lengths = store.offsets[positions + 1] - store.offsets[positions]
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        frames = np.empty((int(lengths.sum()), store.dim), dtype=store.dtype)
-        for start, length, position in zip(offsets, lengths, positions):
-            frames[start:start + length] = store.read_at(int(position))
-        self.frames = torch.from_numpy(frames).to(self.device)
-        self.offsets = torch.from_numpy(offsets).to(self.device)
-        self.lengths = torch.from_numpy(lengths.astype(np.int64)).to(self.device)
-        self.targets = None if targets is None else torch.from_numpy(np.asarray(targets, np.float32)).to(self.device)
-        self.frame_labels: torch.Tensor | None = None
-        self.num_classes = store.num_classes
-        if isinstance(source, VideoFeatureDataset) and source.frame_labels:
-            packed = np.concatenate([pack_frame_labels(store.read_frame_labels_at(int(position)))
-                                     for position in positions])
-            self.frame_labels = torch.from_numpy(packed).to(self.device)
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.video_ids)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def generator(self) -> torch.Generator:
-        """A device generator for this seed and epoch."""
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed((self.seed * 1_000_003 + self.epoch) & 0x7FFFFFFFFFFFFFFF)
-        return generator
-
-    def batch(self, indices: torch.Tensor | np.ndarray | list[int], sampled_classes: Any = None,
-              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Frames of the videos ``indices``: {"features" [B, num_frames, dim] float32, "index" [B], and "target"
-        [B, C] (and "mask" when ``sampled_classes`` is given) when targets are known}."""
-        index = torch.as_tensor(indices, dtype=torch.int64, device=self.device)
-        lengths = self.lengths[index].unsqueeze(1)
-        if self.train:
-            draws = torch.rand((len(index), self.num_frames), device=self.device, generator=generator)
-            frame = torch.minimum((draws * lengths).long(), lengths - 1).sort(dim=1).values
-        else:
-            steps = torch.arange(self.num_frames, device=self.device, dtype=torch.float64) + 0.5
-            frame = torch.floor(steps * lengths.double() / self.num_frames).long()
-        rows = self.offsets[index].unsqueeze(1) + frame
-        out = {"features": self.frames[rows].float(), "index": index}
-        if self.frame_labels is not None:
-            bits = torch.arange(8, device=self.device, dtype=torch.uint8)
-            unpacked = (self.frame_labels[rows].unsqueeze(-1) >> bits) & 1  # little bit order, as stored
-            out["frame_labels"] = unpacked.flatten(-2)[..., :self.num_classes].float()
-        if self.targets is not None:
-            out["target"] = self.targets[index]
-            if sampled_classes is not None:
-                classes = torch.as_tensor(sampled_classes, dtype=torch.int64, device=self.device)
-                onehot = torch.zeros_like(out["target"])
-                drawn = classes >= 0
-                onehot[drawn.nonzero().squeeze(1), classes[drawn]] = 1.0
-                mask = (1.0 - (out["target"] - onehot)).clamp(0.0, 1.0)
-                mask[~drawn] = 1.0
-                out["mask"] = mask
-        return out
-
-    def batches(self, batch_size: int, sampler: Any = None, drop_last: bool = False) -> Iterator[dict]:
-        """One epoch of batches: drawn by ``sampler`` (one of :mod:`meid_bench.data.samplers`, its epoch set to
-        this one) or every video in order."""
-        if sampler is not None:
-            sampler.set_epoch(self.epoch)
-            videos, classes = sampler.draws()
-        else:
-            videos, classes = np.arange(len(self)), None
-        generator = self.generator()
-        for start in range(0, len(videos), batch_size):
-            stop = start + batch_size
-            if drop_last and stop > len(videos):
-                break
-            chosen = classes[start:stop] if classes is not None else None
-            yield self.batch(videos[start:stop], chosen, generator)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
+import torch
 import torch.utils.data
 
 from meid_bench.errors import MeidBenchError
@@ -48,6 +49,14 @@ class _SeededSampler(torch.utils.data.Sampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         videos, classes = self.draws()
         return iter(zip(videos.tolist(), classes.tolist()))
+
+    def index_batches(self, batch_size: int, rank: int = 0, world: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+        """This epoch's draws as batches of ``batch_size`` (video indices, sampled classes); with ``world``
+        processes, rank ``rank``'s share of each batch (every ``world``-th draw), so that the ranks together see
+        exactly the single-process batch."""
+        videos, classes = self.draws()
+        return [(videos[start:start + batch_size][rank::world], classes[start:start + batch_size][rank::world])
+                for start in range(0, len(videos), batch_size)]
 
 
 class InstanceSampler(_SeededSampler):
@@ -112,3 +121,12 @@ def label_mask(labels: np.ndarray, sampled_class: int) -> np.ndarray:
     onehot = np.zeros_like(labels)
     onehot[sampled_class] = 1.0
     return np.clip(1.0 - (labels - onehot), 0.0, 1.0)  # a class the video lacks stays a plain negative
+
+
+def label_masks(targets: torch.Tensor, sampled_classes: torch.Tensor) -> torch.Tensor:
+    """:func:`label_mask` for a batch, on the targets' device: targets float [B, C], sampled classes int64 [B]
+    (-1: none). No data-dependent shapes, so no host synchronisation on an accelerator."""
+    drawn = (sampled_classes >= 0).unsqueeze(1)
+    onehot = torch.nn.functional.one_hot(sampled_classes.clamp(min=0), targets.shape[1]).to(targets.dtype)
+    mask = (1.0 - (targets - onehot)).clamp(0.0, 1.0)
+    return torch.where(drawn, mask, torch.ones_like(mask))

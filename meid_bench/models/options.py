@@ -9,6 +9,7 @@ falls back to a default. A dataclass may define ``problems() -> list[tuple[str, 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -66,9 +67,10 @@ def _convert(value: Any, annotation: Any, where: str, path: str) -> Any:
             return value
         raise _Mismatch("an integer")
     if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # NaN and infinity are refused: they pass every `<= 0` range check and then poison training.
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
-        raise _Mismatch("a number")
+        raise _Mismatch("a finite number")
     if annotation is str:
         if isinstance(value, str):
             return value

@@ -2,9 +2,14 @@
 
 Output folder::
 
-    index.html                 self-contained page: every figure embedded, manifest facts, results, recipes
-    results.md, results.csv    one row per run
-    <benchmark>-<checksum8>/   per split: map_bars, ap_vs_train_count, class_counts, class_share (.png and .svg)
+    index.html                       one self-contained page: verdicts, results, paired differences, figures,
+                                     split facts, recipes
+    results.md, results.csv          the verdict per split, then one row per run (metrics in percent)
+    results_by_method.csv            where a method has several runs: mean and standard deviation over seeds
+    paired_differences.csv           where methods share seeds: method minus reference, mean and 95% interval
+    paired_differences_by_seed.csv   the same differences, seed by seed
+    <benchmark>-<checksum8>/         per split: map_bars, training_curves, ap_vs_train_count, class_counts,
+                                     class_share, each as .png (200 dpi), .svg (text editable) and .pdf
 
 Runs are grouped by split checksum, so no figure or table mixes splits. The folder is written under a temporary
 name and renamed into place; an existing report is replaced only with ``force``.
@@ -20,64 +25,48 @@ from pathlib import Path
 
 import numpy as np
 
-from meid_bench.build.split_io import GROUPS, Split
+from meid_bench.build.split_io import GROUPS
 from meid_bench.errors import MeidBenchError
-from meid_bench.fileio import publish_folder, write_text_atomic
+from meid_bench.fileio import check_output_folder, publish_folder, write_text_atomic
 from meid_bench.report import plots
-from meid_bench.report.page import (
-    SplitSection,
-    has_repeats,
-    html_page,
-    method_summary,
-    results_csv,
-    results_frame,
-    results_markdown,
-)
-from meid_bench.report.runs import Run, load_run_split, read_run, run_test_metrics
+from meid_bench.report.page import html_page
+from meid_bench.report.paired import DEFAULT_REFERENCES, paired_differences
+from meid_bench.report.runs import Run
+from meid_bench.report.sections import SplitSection, collect_sections
+from meid_bench.report.tables import has_repeats, method_summary, results_frame, results_markdown, to_csv
 
 
-def collect_sections(run_dirs: Sequence[str | os.PathLike]) -> list[SplitSection]:
-    """Read each run, load and check its split, get its test metrics; group by split in first-seen order."""
-    cache: dict[Path, Split] = {}
-    sections: dict[str, SplitSection] = {}
-    seen: set[Path] = set()
-    for run_dir in run_dirs:
-        resolved = Path(run_dir).resolve()
-        if resolved in seen:
-            continue
-        seen.add(resolved)
-        run = read_run(run_dir)
-        split = load_run_split(run, cache=cache)
-        metrics = run_test_metrics(run, split)
-        section = sections.get(split.checksum)
-        if section is None:
-            slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{split.name}-{split.checksum[:8]}")
-            section = sections[split.checksum] = SplitSection(split=split, slug=slug, runs=[], metrics=[])
-        section.runs.append(run)
-        section.metrics.append(metrics)
-    if not sections:
-        raise MeidBenchError("report: no runs given; pass RUN_DIR arguments or train a run under runs/")
-    return list(sections.values())
+def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, force: bool = False,
+                 references: Sequence[str] | None = None) -> Path:
+    """Write the report of ``run_dirs`` into the folder ``out``; returns it.
 
-
-def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, force: bool = False) -> Path:
-    """Write the report of ``run_dirs`` into the folder ``out``; returns it."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise MeidBenchError(f"{out}: the report folder already exists; pass --force to replace it or --out to "
-                             "write elsewhere")
+    ``references``: the methods others are compared with, seed by seed (default :data:`DEFAULT_REFERENCES`,
+    those of them present; a reference given explicitly must be among the runs).
+    """
+    out = check_output_folder(out, force)
     sections = collect_sections(run_dirs)
+    frame = results_frame(sections)
+    if references is None:
+        references = DEFAULT_REFERENCES
+    else:
+        missing = [r for r in references if r not in set(frame["method"])]
+        if missing:
+            raise MeidBenchError(f"--reference {','.join(references)}: {', '.join(missing)} is not a method of "
+                                 f"these runs (methods: {', '.join(dict.fromkeys(frame['method']))})")
+    by_seed, summary = paired_differences(frame, references)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         for section in sections:
             _write_figures(section, staging / section.slug)
-        frame = results_frame(sections)
-        write_text_atomic(staging / "results.csv", results_csv(frame))
+        write_text_atomic(staging / "results.csv", to_csv(frame))
         if has_repeats(frame):
-            write_text_atomic(staging / "results_by_method.csv", results_csv(method_summary(frame)))
-        write_text_atomic(staging / "results.md", results_markdown(sections, frame))
-        write_text_atomic(staging / "index.html", html_page(sections))
+            write_text_atomic(staging / "results_by_method.csv", to_csv(method_summary(frame)))
+        if len(summary):
+            write_text_atomic(staging / "paired_differences.csv", to_csv(summary))
+            write_text_atomic(staging / "paired_differences_by_seed.csv", to_csv(by_seed))
+        write_text_atomic(staging / "results.md", results_markdown(sections, frame, summary, by_seed))
+        write_text_atomic(staging / "index.html", html_page(sections, summary, by_seed))
         publish_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -88,7 +77,7 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
 def by_method(section: SplitSection) -> tuple[list[str], list[dict], list[dict]]:
     """Runs of one method (several seeds) folded into one entry: the mean of each metric and of each class's AP,
     and the sample standard deviation of the group mAPs (for error bars)."""
-    order = list(dict.fromkeys(run.method for run in section.runs))
+    order = section.methods()
     means, spreads = [], []
     for method in order:
         results = [m for run, m in zip(section.runs, section.metrics) if run.method == method]
@@ -110,25 +99,37 @@ def by_method(section: SplitSection) -> tuple[list[str], list[dict], list[dict]]
 def _write_figures(section: SplitSection, folder: Path) -> None:
     folder.mkdir(parents=True)
     title = section.title
-    if len({run.method for run in section.runs}) < len(section.runs):  # seeds: one entry per method
+    features = {"simulated": ", SIMULATED features", "mixed": ", SIMULATED and real features"}.get(
+        section.features, "")
+    if len(section.methods()) < len(section.runs):  # seeds: one entry per method
         names, metrics, spreads = by_method(section)
         what = "per method, mean over seeds with the standard deviation as error bars"
     else:
         names, metrics, spreads = _display_names(section.runs), section.metrics, None
         what = "per run"
     figures = [
-        ("map_bars", f"Overall, head, medium and tail mAP {what}: {title}",
-         plots.map_bars(names, metrics, f"mAP by class group\n{title}", errors=spreads)),
-        ("ap_vs_train_count", f"Per-class test AP against training videos per class (log scale), dashed lines at "
-                              f"the group boundaries, {what.split(' with')[0]}: {title}",
+        ("map_bars", f"Test mAP (%), overall and per class group (classes in each group below its name), {what}: "
+                     f"{title}{features}",
+         plots.map_bars(names, metrics, f"Test mAP by class group\n{title}{features}", errors=spreads,
+                        group_sizes=section.group_sizes)),
+    ]
+    logged = [(run.method, log) for run, log in zip(section.runs, section.logs) if log]
+    if logged:
+        figures.append(("training_curves", f"Training loss and validation mAP (%) per epoch, one line per run, "
+                                           f"coloured by method, from each run's log.jsonl: {title}",
+                        plots.training_curves([m for m, _ in logged], [log for _, log in logged],
+                                              f"Training curves\n{title}{features}")))
+    figures += [
+        ("ap_vs_train_count", f"Per-class test AP (%) against training videos per class (log scale), dashed lines "
+                              f"at the group boundaries, {what.split(' with')[0]}: {title}",
          plots.ap_vs_train_count(section.split, names, metrics, f"Per-class AP vs training count\n{title}")),
         ("class_counts", f"Training videos per class, achieved against the target profile, groups shaded: {title}",
          plots.class_counts(section.split, f"Class-count distribution\n{title}")),
-        ("class_share", f"Video-level against frame-level (annotated seconds) share of each class: {title}",
+        ("class_share", f"Video-level against frame-level (annotated seconds) share of each class, in %: {title}",
          plots.class_share(section.split, f"Video-level vs frame-level class share\n{title}")),
     ]
     for stem, caption, figure in figures:
-        png, _svg = plots.save_figure(figure, folder / stem)
+        png = plots.save_figure(figure, folder / stem)[0]
         section.figures.append((caption, png))
 
 

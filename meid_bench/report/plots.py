@@ -1,8 +1,9 @@
 """The report's figures (matplotlib, Agg backend): each function returns a Figure, :func:`save_figure` writes it.
 
 Colours are Okabe-Ito (distinguishable with the common colour-vision deficiencies); groups always use the same
-three colours, and runs beyond eight colours also get hatches. Saving is deterministic: no dates in the metadata,
-a fixed SVG hash salt.
+three colours, and runs beyond eight colours also get hatches. Every figure is saved three ways: PNG at 200 dpi
+(the page), SVG with its text as text (editable, searchable) and PDF (for papers). Saving is deterministic: no
+dates in the metadata, a fixed SVG hash salt, so the same runs give the same bytes.
 """
 
 from __future__ import annotations
@@ -25,25 +26,41 @@ from meid_bench.build.split_io import GROUPS, Split  # noqa: E402
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
 GROUP_COLOURS = {"head": "#0072B2", "medium": "#009E73", "tail": "#D55E00"}
 HATCHES = ("", "//", "..", "xx", "\\\\", "oo")
-_RC = {"svg.hashsalt": "meid-bench", "font.size": 10, "axes.titlesize": 11, "figure.dpi": 100,
-       "axes.spines.top": False, "axes.spines.right": False}
+_RC = {"svg.hashsalt": "meid-bench", "svg.fonttype": "none", "pdf.fonttype": 42, "font.size": 10,
+       "axes.titlesize": 11, "figure.dpi": 100, "axes.spines.top": False, "axes.spines.right": False}
+PNG_DPI = 200
+FIGURE_FORMATS = ("png", "svg", "pdf")
+_CREATOR = "meid-bench (matplotlib)"
+_METADATA = {"png": {"Software": _CREATOR},
+             "svg": {"Date": None, "Creator": _CREATOR},
+             "pdf": {"CreationDate": None, "ModDate": None, "Creator": _CREATOR, "Producer": _CREATOR}}
 
 
 def save_figure(figure: Figure, stem: Path) -> list[Path]:
-    """Write ``stem.png`` and ``stem.svg`` and close the figure; returns both paths."""
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    """Write ``stem.png`` (200 dpi), ``stem.svg`` (text as text) and ``stem.pdf`` (fonts embedded as TrueType,
+    text selectable) and close the figure; returns the paths in that order."""
+    paths = [stem.with_suffix(f".{kind}") for kind in FIGURE_FORMATS]
     with matplotlib.rc_context(_RC):
-        figure.savefig(paths[0], dpi=120, metadata={"Software": "meid-bench (matplotlib)"})
-        figure.savefig(paths[1], metadata={"Date": None, "Creator": "meid-bench (matplotlib)"})
+        for path, kind in zip(paths, FIGURE_FORMATS):
+            figure.savefig(path, dpi=PNG_DPI if kind == "png" else "figure", metadata=_METADATA[kind])
     plt.close(figure)
     return paths
 
 
+def _group_label(label: str, key: str, group_sizes: dict[str, int] | None) -> str:
+    if group_sizes is None:
+        return label
+    group = "all" if key == "mAP" else key.removeprefix("mAP_")
+    return f"{label}\n({group_sizes[group]} classes)" if group in group_sizes else label
+
+
 def map_bars(run_names: Sequence[str], metrics: Sequence[dict], title: str,
-             errors: Sequence[dict] | None = None) -> Figure:
+             errors: Sequence[dict] | None = None, group_sizes: dict[str, int] | None = None) -> Figure:
     """Grouped bars: overall / head / medium / tail mAP, one bar per run (or method) in each group of bars;
-    ``errors`` (same keys, standard deviations) draws error bars."""
-    keys = [("overall", "mAP")] + [(g, f"mAP_{g}") for g in GROUPS]
+    ``errors`` (same keys, standard deviations) draws error bars; ``group_sizes`` (``all``, ``head``, ...: classes)
+    labels each group with its size."""
+    keys = [(_group_label(label, key, group_sizes), key)
+            for label, key in [("overall", "mAP")] + [(g, f"mAP_{g}") for g in GROUPS]]
     if len(run_names) > MAX_GROUPED_BARS:
         return _map_panels(run_names, metrics, title, keys, errors)
     with matplotlib.rc_context(_RC):
@@ -99,6 +116,44 @@ def _map_panels(run_names: Sequence[str], metrics: Sequence[dict], title: str, k
                            1.25 * max((h for h in heights if h == h), default=1.0))
             panel.set_xlabel("mean average precision (%)")
             panel.set_yticks(positions, list(run_names))
+        figure.suptitle(title)
+    return figure
+
+
+def training_curves(methods: Sequence[str], logs: Sequence[Sequence[dict]], title: str) -> Figure:
+    """Per epoch, the training loss (sum of the recipe's loss terms, mean over the epoch's steps; log scale) and
+    the validation mAP (%), one line per run, coloured by method (a method's seeds share its colour)."""
+    order = list(dict.fromkeys(methods))
+    styles = {m: (OKABE_ITO[i % len(OKABE_ITO)], ("-", "--", ":", "-.")[(i // len(OKABE_ITO)) % 4])
+              for i, m in enumerate(order)}
+    with matplotlib.rc_context(_RC):
+        figure, (loss_axes, val_axes) = plt.subplots(1, 2, figsize=(11.0, 4.2), layout="constrained")
+        for method, records in zip(methods, logs):
+            colour, style = styles[method]
+            epochs = np.array([r["epoch"] + 1 for r in records], dtype=np.float64)
+            losses = np.array([sum(v for k, v in r.items() if k.startswith("loss_") and isinstance(v, (int, float)))
+                               for r in records], dtype=np.float64)
+            loss_axes.plot(epochs, losses, color=colour, linestyle=style, linewidth=1.0, alpha=0.85)
+            val = [(r["epoch"] + 1, 100.0 * r["val_mAP"]) for r in records if isinstance(r.get("val_mAP"), float)]
+            if val:
+                x, y = zip(*val)
+                val_axes.plot(x, y, color=colour, linestyle=style, linewidth=1.0, alpha=0.85, marker="o",
+                              markersize=2)
+        values = np.concatenate([np.asarray(line.get_ydata(), dtype=np.float64) for line in loss_axes.get_lines()]
+                                or [np.zeros(0)])
+        if len(values) and np.all(values > 0) and values.max() / values.min() > 3:
+            _log_axis(loss_axes, "y", values)  # the first epochs' drop would hide the later progress
+        loss_axes.set_title("training loss (sum of the recipe's terms)", fontsize=10)
+        loss_axes.set_xlabel("epoch")
+        loss_axes.set_ylabel("loss, mean over the epoch's steps")
+        val_axes.set_title("validation mAP", fontsize=10)
+        val_axes.set_xlabel("epoch")
+        val_axes.set_ylabel("mean average precision (%)")
+        counts = {m: sum(x == m for x in methods) for m in order}
+        handles = [plt.Line2D([], [], color=styles[m][0], linestyle=styles[m][1],
+                              label=f"{m} ({counts[m]} run{'s' if counts[m] > 1 else ''})") for m in order]
+        figure.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), frameon=False,
+                      fontsize=8)
         figure.suptitle(title)
     return figure
 

@@ -7,6 +7,8 @@ through run.json is the one the run was made on (its checksum), so numbers never
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +17,13 @@ from meid_bench.build.split_io import Split, load_split
 from meid_bench.errors import MeidBenchError
 from meid_bench.evaluator import METRICS_FORMAT, Evaluator, read_predictions
 from meid_bench.fileio import read_record
+from meid_bench.records import check_metrics_record, check_run_record
 
 RUN_FORMAT = "meid-bench-run"
 RUN_FORMAT_VERSION = 1
+FEATURE_KINDS = ("real", "simulated", "unknown")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,14 @@ class Run:
     def metrics_path(self) -> Path:
         return self.path / "metrics.json"
 
+    @property
+    def features_kind(self) -> str:
+        """``simulated`` (proxy features from ``features synth``), ``real`` (packed from an extractor), or
+        ``unknown`` (a run.json that does not say)."""
+        features = self.record.get("features")
+        simulated = features.get("simulated") if isinstance(features, dict) else None
+        return "unknown" if not isinstance(simulated, bool) else "simulated" if simulated else "real"
+
 
 def read_run(run_dir: str | os.PathLike) -> Run:
     """Read and check ``RUN_DIR/run.json``."""
@@ -52,19 +66,11 @@ def read_run(run_dir: str | os.PathLike) -> Run:
         raise MeidBenchError(f"{run_json}: missing; {path} is not a run folder (an empty or unfinished run?), "
                              "train it again or pass another folder")
     record = read_record(run_json, RUN_FORMAT, RUN_FORMAT_VERSION, "not a complete meid-bench run; train it again")
-    split = record.get("split")
-    if not isinstance(split, dict) or not isinstance(split.get("path"), str) \
-            or not isinstance(split.get("checksum"), str):
-        raise MeidBenchError(f"{run_json}: field 'split' must hold 'path' and 'checksum' strings; the run record "
-                             "is incomplete")
-    recipe = record.get("recipe", {})
-    if not isinstance(recipe, dict):
-        raise MeidBenchError(f"{run_json}: field 'recipe' must be an object (the resolved config)")
-    seed = record.get("seed")
-    return Run(path=path, name=str(record.get("name") or path.name), method=str(record.get("method", "?")),
-               seed=seed if isinstance(seed, int) else None, split_path=split["path"],
-               split_checksum=split["checksum"], benchmark=str(split.get("benchmark", "?")), recipe=recipe,
-               record=record)
+    fields = check_run_record(record, run_json)
+    split = fields.data["split"]
+    return Run(path=path, name=record.get("name") or path.name, method=record.get("method", "?"),
+               seed=record.get("seed"), split_path=split["path"], split_checksum=split["checksum"],
+               benchmark=split.get("benchmark", "?"), recipe=record.get("recipe", {}), record=record)
 
 
 def find_runs(runs_root: str | os.PathLike) -> list[Path]:
@@ -127,19 +133,46 @@ def run_test_metrics(run: Run, split: Split) -> dict:
                          "train it again or leave it out")
 
 
-def read_metrics(path: Path, split: Split) -> dict:
-    """Read a metrics.json written by ``meid-bench evaluate`` or training, checking its split and subset."""
+def run_val_metrics(run: Run, split: Split) -> dict | None:
+    """The run's validation metrics (metrics_val.json, else computed from predictions/val.parquet), or None for a
+    run that has neither (validation chooses the best method of a report; without it there is no choice)."""
+    path = run.path / "metrics_val.json"
+    if path.is_file():
+        return read_metrics(path, split, subset="val")
+    if run.predictions_path("val").is_file():
+        return evaluate_run(run, split, "val")[0]
+    return None
+
+
+def read_training_log(run: Run) -> list[dict]:
+    """The epochs of ``log.jsonl`` (empty without one). A line that is not a JSON object, such as the last line
+    of an interrupted run, is skipped with a warning: curves are a view, not a result."""
+    path = run.path / "log.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            logger.warning(f"{path}: line {number} is not an epoch record; left out of the curves")
+            continue
+        records.append(record)
+    return records
+
+
+def read_metrics(path: Path, split: Split, subset: str = "test") -> dict:
+    """Read a metrics file written by ``meid-bench evaluate`` or training, checking its split and subset."""
     metrics = read_record(path, METRICS_FORMAT, None, "evaluate the run again with --force")
-    if metrics.get("split_checksum") != split.checksum:
+    check_metrics_record(metrics, path, split.num_classes)
+    if metrics["split_checksum"] != split.checksum:
         raise MeidBenchError(f"{path}: split_checksum does not match the run's split {split.path}; the metrics are "
                              "from another split, evaluate the run again with --force")
-    if metrics.get("subset") != "test":
-        raise MeidBenchError(f"{path}: subset is {metrics.get('subset')!r}, a report needs test metrics; evaluate "
-                             "the run again with --subset test --force")
-    for key in ("mAP", "mAP_head", "mAP_medium", "mAP_tail", "per_class_ap"):
-        if key not in metrics:
-            raise MeidBenchError(f"{path}: field {key!r} is missing; evaluate the run again with --force")
-    if len(metrics["per_class_ap"]) != split.num_classes:
-        raise MeidBenchError(f"{path}: per_class_ap has {len(metrics['per_class_ap'])} entries, the split has "
-                             f"{split.num_classes} classes; evaluate the run again with --force")
+    if metrics["subset"] != subset:
+        raise MeidBenchError(f"{path}: subset is {metrics['subset']!r}, expected {subset!r}; evaluate the run "
+                             f"again with --subset {subset} --force")
     return metrics

@@ -17,6 +17,7 @@ and default.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,6 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-import meid_bench
 from meid_bench.errors import MeidBenchError
 from meid_bench.models import create_model, list_models, model_config_class
 from meid_bench.models.base import BaseModelConfig, VideoModel
@@ -365,29 +365,38 @@ def read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise MeidBenchError(f"{path}: cannot read the recipe ({exc.strerror}); check the path") from None
-    loader = _RecipeLoader(text)
-    loader.name = str(path)
+    except UnicodeDecodeError as exc:
+        raise MeidBenchError(f"{path}: byte {exc.start} is not UTF-8 text; a recipe is a UTF-8 YAML file") from None
+    try:
+        loader = _RecipeLoader(text)
+        loader.name = str(path)
+    except yaml.YAMLError as exc:  # the reader refuses control characters before any parsing
+        raise MeidBenchError(f"{path}: not a YAML text file ({str(exc).splitlines()[0]}); fix the file") from None
     try:
         return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f"line {mark.line + 1}" if mark is not None else "?"
         raise MeidBenchError(f"{path}: {line}: invalid YAML ({exc.problem}); fix the syntax") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise MeidBenchError(f"{path}: invalid YAML ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                             "); fix the syntax") from None
     finally:
         loader.dispose()
 
 
 def recipes_dir() -> Path:
-    """The repository's recipes/ folder (next to the meid_bench package in a source or editable install)."""
-    return Path(meid_bench.__file__).resolve().parents[1] / "recipes"
+    """The shipped recipes: the package data ``meid_bench.recipes`` (in a checkout, the repository's recipes/)."""
+    return Path(str(importlib.resources.files("meid_bench.recipes")))
 
 
 def list_recipes() -> list[str]:
-    """Names of the shipped recipes (file stems in recipes/)."""
+    """Names of the shipped recipes (file stems); an installation without any is an error, never an empty list."""
     folder = recipes_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(p.stem for p in folder.iterdir() if p.suffix in RECIPE_SUFFIXES)
+    names = sorted(p.stem for p in folder.iterdir() if p.suffix in RECIPE_SUFFIXES) if folder.is_dir() else []
+    if not names:
+        raise MeidBenchError(f"{folder}: no recipe files; this meid-bench installation is incomplete, reinstall it")
+    return names
 
 
 def resolve_recipe_path(name_or_path: str | os.PathLike[str]) -> Path:
@@ -400,8 +409,8 @@ def resolve_recipe_path(name_or_path: str | os.PathLike[str]) -> Path:
         return path
     candidate = recipes_dir() / f"{text}.yaml"
     if not candidate.is_file():
-        available = ", ".join(list_recipes()) or f"none found in {recipes_dir()}"
-        raise MeidBenchError(f"--recipe {text}: unknown recipe name; available: {available}; or pass a YAML file path")
+        raise MeidBenchError(f"--recipe {text}: unknown recipe name; available: {', '.join(list_recipes())}; or "
+                             "pass a YAML file path")
     return candidate
 
 

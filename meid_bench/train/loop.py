@@ -9,6 +9,8 @@ and the evaluator scores the test predictions (the test set never chooses anythi
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -24,22 +26,33 @@ from meid_bench import __version__
 from meid_bench.build.features import default_feature_path
 from meid_bench.build.features.store import FeatureStore
 from meid_bench.build.split_io import Split, load_split
-from meid_bench.data import GpuResidentFeatures, VideoFeatureDataset
-from meid_bench.errors import MeidBenchError
+from meid_bench.data import GpuResidentFeatures, VideoFeatureDataset, frames_nbytes
+from meid_bench.devices import resolve_device
+from meid_bench.errors import MeidBenchError, warn
 from meid_bench.evaluator import Evaluator, write_predictions
-from meid_bench.fileio import write_json_atomic
+from meid_bench.fileio import check_output_folder, read_record, write_json_atomic, write_text_atomic
+from meid_bench.logs import log_lines_to
+from meid_bench.records import read_log
 from meid_bench.metrics import average_precision
 from meid_bench.models import STREAM_BALANCED, STREAM_INSTANCE, compute_training_step, unwrap_model
 from meid_bench.report.runs import RUN_FORMAT, RUN_FORMAT_VERSION
 from meid_bench.train.batches import EvalStream, TrainStream
-from meid_bench.train.checkpoint import load_checkpoint, save_checkpoint
+from meid_bench.train.checkpoint import check_restorable, check_state_dict, load_checkpoint, save_checkpoint
 from meid_bench.train.config import Recipe, apply_overrides, load_recipe
 from meid_bench.train.distributed import DistributedContext, init_distributed
+from meid_bench.train.environment import command_line, device_record, software_versions
+from meid_bench.train.guard import LossWatch, check_batches_fit, check_features, out_of_memory_as_error
 
-RESIDENT_LIMIT_BYTES = 4 << 30  # "auto" keeps a split's frames on the device below this size
+logger = logging.getLogger(__name__)
+
+# "--resident auto" holds the split's frames on the device when they take at most this share of its free memory
+# (an accelerator's free memory, or the host's available memory on the CPU): the rest is left to the model.
+RESIDENT_SHARE = {"cuda": 0.75, "cpu": 0.5}
 # Steps x lr before the first decay under which a schedule is flagged: CharadesLT with the reference schedule
 # (1,110 x 1e-4 = 0.11) did not learn; its own schedule (1,110 x 1e-3 = 1.1) and VideoLT's (42,000 x 1e-4) do.
 SHORT_SCHEDULE_LR_STEPS = 0.2
+# What a run stopped in its first epoch leaves (before checkpoints/last.pt): --resume starts it from scratch.
+_FIRST_EPOCH_LEFTOVERS = {"run.json", "log.jsonl", "checkpoints"}
 
 
 @dataclass(frozen=True)
@@ -52,21 +65,11 @@ class TrainOptions:
     epochs: int | None = None
     seed: int = 0
     resume: bool = False
-    workers: int = 0
-    resident: str = "auto"  # "auto", "yes" or "no": hold all frames on the device, no DataLoader
+    workers: int = 1  # read-ahead threads of the streamed path
+    resident: str = "auto"  # "auto", "yes" or "no": hold all frames on the device, or stream them from the store
     eval_batch_size: int = 256
     overrides: tuple[str, ...] = ()  # "optim.lr=1e-3", ... applied to the recipe
     progress: bool = False  # a per-epoch progress bar on stderr (the CLI turns it on at a terminal)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MeidBenchError("--device cuda: no CUDA GPU is visible to PyTorch here; use --device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise MeidBenchError(f"--device {name!r}: choose auto, cpu or cuda")
-    return torch.device(name)
 
 
 def default_run_dir(split: Split, recipe: Recipe, seed: int) -> Path:
@@ -83,12 +86,32 @@ def _open_store(split: Split, features: Path | None) -> FeatureStore:
     return store
 
 
-def _use_resident(option: str, store: FeatureStore, device: torch.device) -> bool:
+def free_memory(device: torch.device) -> int:
+    """Bytes free on ``device``: the accelerator's free memory, or the host's available memory for the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_fits(needed: int, free: int, device: torch.device) -> bool:
+    """The rule of ``--resident auto``: frames of ``needed`` bytes are held on a device with ``free`` bytes free
+    when they take at most its share (RESIDENT_SHARE) of that memory."""
+    return needed <= RESIDENT_SHARE.get(device.type, RESIDENT_SHARE["cuda"]) * free
+
+
+def _use_resident(option: str, needed: int, device: torch.device) -> bool:
     if option not in ("auto", "yes", "no"):
         raise MeidBenchError(f"--resident {option!r}: choose auto, yes or no")
     if option != "auto":
         return option == "yes"
-    return int(store.offsets[-1]) * store.dim * np.dtype(store.dtype).itemsize < RESIDENT_LIMIT_BYTES
+    return resident_fits(needed, free_memory(device), device)
 
 
 @torch.no_grad()
@@ -102,16 +125,16 @@ def predict(model: torch.nn.Module, stream: EvalStream, device: torch.device) ->
     core.eval()
     chunks = []
     for batch in stream:
-        chunks.append(core(batch["features"]).logits.float().cpu())
+        chunks.append(core(batch["features"]).logits.float())
     core.train()
-    return torch.cat(chunks).numpy()
+    return torch.cat(chunks).cpu().numpy()  # one read-back, not one per batch
 
 
 class Trainer:
     """Holds what one run needs; :meth:`fit` is the loop."""
 
-    def __init__(self, options: TrainOptions, echo: Callable[[str], None] = print) -> None:
-        self.options, self.echo = options, echo
+    def __init__(self, options: TrainOptions) -> None:
+        self.options = options
         self.split = load_split(options.split)
         # The benchmark's schedule first, so that --set and --epochs override it.
         recipe = apply_overrides(load_recipe(options.recipe).for_benchmark(self.split.name), options.overrides)
@@ -119,17 +142,28 @@ class Trainer:
             if options.epochs < 1:
                 raise MeidBenchError(f"--epochs {options.epochs}: must be >= 1")
             recipe = replace(recipe, epochs=options.epochs)
+        if options.workers < 0 or options.eval_batch_size < 1:
+            raise MeidBenchError(f"--workers {options.workers}: must be >= 0" if options.workers < 0 else
+                                 f"eval_batch_size {options.eval_batch_size}: must be >= 1")
         self.recipe = recipe = recipe.resolved()
         self.dist: DistributedContext = init_distributed(resolve_device(options.device))
         self.device = self.dist.device
+        if self.device.type == "cuda" and self.device.index is not None:
+            torch.cuda.set_device(self.device)  # pinned memory, cuDNN handles and the allocator on that GPU too
         self.store = _open_store(self.split, options.features)
         self.run_dir = Path(options.out) if options.out is not None else default_run_dir(self.split, recipe,
                                                                                           options.seed)
         self._check_run_dir()
+        check_batches_fit(recipe, self.store.dim, options.eval_batch_size, self.device)
+        self.store_audit = check_features(self.store)  # its sha256 goes into run.json
         torch.manual_seed(options.seed + self.dist.rank)
 
         data, split, seed = recipe.data, self.split, options.seed
-        resident = _use_resident(options.resident, self.store, self.device)
+        positions = [self.store.index_of(v) for name in ("train", "val", "test")
+                     for v in split.table(name)["video_id"] if v in self.store]
+        resident = _use_resident(options.resident, frames_nbytes(self.store, np.asarray(positions, np.int64)),
+                                 self.device)
+        self.resident = resident
 
         num_classes = split.num_classes
         model = recipe.model.create(self.store.dim, num_classes, class_groups=split.classes["group"].to_numpy())
@@ -155,7 +189,10 @@ class Trainer:
 
         def eval_stream(subset: str) -> EvalStream:
             ds = dataset(subset, False)
-            on_device = GpuResidentFeatures(ds, self.device) if resident else None
+            on_device = None
+            if resident:  # the training set, scored for FrameStack, reuses the training frames already there
+                on_device = (train_on_device[0].sampled(ds.num_frames, train=False)
+                             if subset == "train" and train_on_device else GpuResidentFeatures(ds, self.device))
             return EvalStream(ds, options.eval_batch_size, self.device, on_device, options.workers)
 
         self.streams = {STREAM_INSTANCE: train_stream(recipe.sampler, seed)}
@@ -174,23 +211,29 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(optim.milestones), optim.gamma)
         self.val_evaluator = Evaluator(split, "val")
         self.start_epoch, self.best = 0, {"epoch": -1, "val_mAP": -1.0}
-        if options.resume:
-            self._restore(load_checkpoint(self.run_dir / "checkpoints" / "last.pt", recipe.model.name,
-                                          split.checksum))
+        if self.resume:
+            last = load_checkpoint(self.run_dir / "checkpoints" / "last.pt", recipe.model.name, split.checksum,
+                                   expect_input_dim=self.store.dim, expect_num_classes=num_classes)
+            if self.dist.is_main:  # after the checkpoint's own checks, which name a wrong store more precisely
+                self._check_same_features()
+            self._restore(last)
         self.wrapped = self.dist.wrap(self.model)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def fit(self) -> Path:
         recipe, device = self.recipe, self.device
         if self.dist.is_main:
+            if not self.resume:  # a fresh start (maybe of a run stopped in its first epoch): no stale log lines
+                (self.run_dir / "log.jsonl").unlink(missing_ok=True)
             self._write_run_json()
             self._warn_short_schedule()
         for epoch in range(self.start_epoch, recipe.epochs):
             started = time.perf_counter()
             self.criterion.set_epoch(epoch)
-            totals: dict[str, float] = {}
-            logged: dict[str, float] = {}
+            totals: dict[str, torch.Tensor] = {}  # summed on the device (float64): no read-back per step
+            logged: dict[str, torch.Tensor] = {}  # values the model logs (MEID's distillation distance), likewise
             steps = 0
+            watch = LossWatch(str(self.run_dir))
             batch_iterator = zip(*(stream.epoch(epoch) for stream in self.streams.values()))
             for step_batches in self._progress(batch_iterator, epoch):
                 batches = dict(zip(self.streams, step_batches))
@@ -203,20 +246,24 @@ class Trainer:
                     step = compute_training_step(self.wrapped, batches, self.criterion)
                 losses = step.losses
                 loss = sum(losses.values())
+                watch.step(loss, epoch, steps)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if recipe.optim.clip_grad_norm:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.optim.clip_grad_norm)
                 self.optimizer.step()
                 for name, value in losses.items():
-                    totals[name] = totals.get(name, 0.0) + float(value.detach())
-                for name, value in step.logged.items():  # e.g. MEID's unweighted distillation distance
-                    logged[name] = logged.get(name, 0.0) + float(value)
+                    value = value.detach().double()
+                    totals[name] = totals[name] + value if name in totals else value
+                for name, value in step.logged.items():
+                    value = value.detach().double()
+                    logged[name] = logged[name] + value if name in logged else value
                 steps += 1
+            watch.end_epoch(epoch, last_good_epoch=epoch - 1)  # before anything of this epoch is saved
             self.scheduler.step()
             record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "steps": steps,
-                      **{f"loss_{k}": v / max(steps, 1) for k, v in totals.items()},
-                      **{k: v / max(steps, 1) for k, v in logged.items()},
+                      **{f"loss_{k}": float(v) / max(steps, 1) for k, v in totals.items()},
+                      **{k: float(v) / max(steps, 1) for k, v in logged.items()},
                       "train_seconds": round(time.perf_counter() - started, 3)}
             if self.train_eval is not None:
                 train_ap = average_precision(predict(self.wrapped, self.train_eval, device),
@@ -245,9 +292,9 @@ class Trainer:
         first_decay = min([m for m in optim.milestones if m > 0] + [self.recipe.epochs])
         steps = self.streams[STREAM_INSTANCE].steps_per_epoch() * first_decay
         if steps * optim.lr < SHORT_SCHEDULE_LR_STEPS:
-            self.echo(f"note: this schedule makes {steps} steps at lr {optim.lr:g} before its first decay; on a "
-                      "split this size it may barely train (the recipe has no schedule for this benchmark: add "
-                      f"one under `schedules: {self.split.name}:`, docs/models.md)")
+            logger.warning(f"this schedule makes {steps} steps at lr {optim.lr:g} before its first decay; on a "
+                           "split this size it may barely train (the recipe has no schedule for this benchmark: "
+                           f"add one under `schedules: {self.split.name}:`, docs/models.md)")
 
     # -- per-epoch bookkeeping (rank 0 only) -----------------------------------------------------------------
     def _end_of_epoch(self, epoch: int, record: dict) -> None:
@@ -263,10 +310,13 @@ class Trainer:
         with open(self.run_dir / "log.jsonl", "a") as log:
             log.write(json.dumps(record) + "\n")
         shown = ", ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k.startswith(("loss_", "val_mAP")))
-        self.echo(f"epoch {epoch + 1}/{self.recipe.epochs}: {shown} ({record['train_seconds']:.1f}s)")
+        logger.info(f"epoch {epoch + 1}/{self.recipe.epochs}: {shown} ({record['train_seconds']:.1f}s)")
 
     def _finish(self) -> None:
-        best = load_checkpoint(self.run_dir / "checkpoints" / "best.pt", self.recipe.model.name, self.split.checksum)
+        best_path = self.run_dir / "checkpoints" / "best.pt"
+        best = load_checkpoint(best_path, self.recipe.model.name, self.split.checksum,
+                               expect_input_dim=self.store.dim, expect_num_classes=self.split.num_classes)
+        check_state_dict(best["model"], self.model, best_path, "model")
         self.model.load_state_dict(best["model"])
         for subset, stream in (("val", self.val), ("test", self.test)):
             scores = predict(self.model, stream, self.device)
@@ -277,18 +327,30 @@ class Trainer:
             name = "metrics.json" if subset == "test" else "metrics_val.json"
             write_json_atomic(self.run_dir / name, result)
         test = json.loads((self.run_dir / "metrics.json").read_text())
-        self.echo(f"best epoch {best['epoch'] + 1} (val mAP {_fmt(self.best['val_mAP'])}); test mAP "
-                  f"{_fmt(test['mAP'])} (head {_fmt(test['mAP_head'])}, medium {_fmt(test['mAP_medium'])}, tail "
-                  f"{_fmt(test['mAP_tail'])}); run in {self.run_dir}")
+        logger.info(f"best epoch {best['epoch'] + 1} (val mAP {_fmt(self.best['val_mAP'])}); test mAP "
+                    f"{_fmt(test['mAP'])} (head {_fmt(test['mAP_head'])}, medium {_fmt(test['mAP_medium'])}, tail "
+                    f"{_fmt(test['mAP_tail'])}); run in {self.run_dir}")
 
     # -- run folder and checkpoints ---------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
+        check_output_folder(self.run_dir, force=False, existing_ok=True)
         exists = self.run_dir.exists() and any(self.run_dir.iterdir())
-        if self.options.resume:
-            if not (self.run_dir / "checkpoints" / "last.pt").is_file():
-                raise MeidBenchError(f"{self.run_dir}: nothing to resume (no checkpoints/last.pt); start the run "
-                                     "without --resume")
-        elif exists:
+        self.resume = self.options.resume
+        last = self.run_dir / "checkpoints" / "last.pt"
+        if last.exists() and not last.is_file():
+            raise MeidBenchError(f"{last}: is not a file; the run folder is damaged, start the run in another --out")
+        if self.resume and not last.is_file():
+            # Killed in its first epoch: run.json (and maybe best.pt) but no last.pt. Start it again from scratch.
+            others = sorted(p.name for p in self.run_dir.iterdir() if p.name not in _FIRST_EPOCH_LEFTOVERS) \
+                if exists else []
+            if others:
+                raise MeidBenchError(f"{self.run_dir}: nothing to resume (no checkpoints/last.pt), and the folder "
+                                     f"holds {others[0]!r}, which a run stopped in its first epoch does not leave; "
+                                     "start the run in another --out")
+            warn(f"{self.run_dir}: no checkpoint yet (the run stopped in its first epoch); --resume starts it from "
+                 "scratch")
+            self.resume = False
+        elif not self.resume and exists:
             raise MeidBenchError(f"{self.run_dir}: the run folder already exists; pass --resume to continue it, or "
                                  "--out to start a new run elsewhere")
 
@@ -300,6 +362,7 @@ class Trainer:
             "input_dim": self.store.dim,
             "num_classes": self.split.num_classes,
             "seed": self.options.seed,
+            "class_groups": self.split.classes["group"].astype(str).tolist(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -313,6 +376,8 @@ class Trainer:
         if payload["recipe"] != self.recipe.to_dict() or payload["seed"] != self.options.seed:
             raise MeidBenchError(f"{self.run_dir}: the run was started with another recipe, --epochs or --seed; "
                                  "resume it with the same options")
+        check_restorable(payload, self.run_dir / "checkpoints" / "last.pt", self.model, self.optimizer,
+                         self.scheduler, self.mix)
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
@@ -321,12 +386,36 @@ class Trainer:
         torch.set_rng_state(payload["torch_rng"])
         self.start_epoch, self.best = payload["epoch"] + 1, dict(payload["best"])
         log = self.run_dir / "log.jsonl"
-        if log.is_file():  # drop records of epochs after the checkpoint (an interrupted epoch's, say)
-            kept = [line for line in log.read_text().splitlines() if json.loads(line)["epoch"] <= payload["epoch"]]
-            log.write_text("".join(line + "\n" for line in kept))
+        if log.is_file():  # drop records of epochs after the checkpoint, and a line cut off by the interruption
+            kept = [record for record in read_log(log) if record["epoch"] <= payload["epoch"]]
+            write_text_atomic(log, "".join(json.dumps(record) + "\n" for record in kept))
+
+    @property
+    def features_sha256(self) -> str:
+        """sha256 of the feature store file (read once, with the finiteness check, before training)."""
+        return self.store_audit.sha256
+
+    def _check_same_features(self) -> None:
+        """A resumed run must continue on the very store it started on (run.json records its sha256)."""
+        path = self.run_dir / "run.json"
+        if not path.is_file():
+            return
+        recorded = read_record(path, RUN_FORMAT, None, "start the run again in a new folder").get("features", {})
+        expected = recorded.get("sha256") if isinstance(recorded, dict) else None
+        if expected is not None and expected != self.features_sha256:
+            raise MeidBenchError(f"{path}: features.sha256 {str(expected)[:12]}... is not the sha256 of "
+                                 f"{self.store.path} ({self.features_sha256[:12]}...): the feature store changed "
+                                 "since the run started; resume with the same store, or start a new run")
 
     def _write_run_json(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        software = software_versions()
+        commands = {"command_line": command_line()}
+        if self.resume and (self.run_dir / "run.json").is_file():  # keep how the run was started
+            earlier = json.loads((self.run_dir / "run.json").read_text())
+            if isinstance(earlier.get("command_line"), list):
+                commands = {"command_line": earlier["command_line"],
+                            "resumed_with": [*earlier.get("resumed_with", []), command_line()]}
         write_json_atomic(self.run_dir / "run.json", {
             "format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION, "name": self.run_dir.name,
             "method": self.recipe.name,
@@ -334,9 +423,10 @@ class Trainer:
             "split": {"path": str(self.split.path.resolve()), "benchmark": self.split.name,
                       "checksum": self.split.checksum},
             "features": {"path": str(self.store.path.resolve()), "dim": self.store.dim,
-                         "simulated": bool(self.store.simulated)},
+                         "simulated": bool(self.store.simulated), "sha256": self.features_sha256},
             "recipe": self.recipe.to_dict(), "world_size": self.dist.world,
             "meid_bench_version": __version__, "torch": torch.__version__,
+            "software": software, "device": device_record(self.device), **commands,
         })
 
 
@@ -344,6 +434,10 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def train(options: TrainOptions, echo: Callable[[str], None] = print) -> Path:
-    """Train one recipe on one split; returns the run folder."""
-    return Trainer(options, echo).fit()
+def train(options: TrainOptions, echo: Callable[[str], None] | None = None) -> Path:
+    """Train one recipe on one split; returns the run folder.
+
+    Progress is logged (``meid_bench.train.loop``: one line per epoch, the final test result); ``echo``, if given,
+    also receives each of those lines (a convenience for callers that collect them)."""
+    with log_lines_to(echo), out_of_memory_as_error("train"):
+        return Trainer(options).fit()

@@ -2,23 +2,29 @@
 
 Small models on proxy features leave a GPU mostly idle, so running a few training processes side by side is the
 cheap way to get every method with several seeds. Each run is an ordinary run folder; a run whose metrics.json
-exists is skipped, so a sweep that was cut short is finished by running it again.
+exists is skipped, so a sweep that was cut short is finished by running it again. On a machine with several GPUs
+the processes are spread over them: each starts on the GPU that has the fewest of the sweep's runs at that moment.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from meid_bench.build.split_io import load_split
 from meid_bench.errors import MeidBenchError
+from meid_bench.fileio import check_output_folder
 from meid_bench.train.config import list_recipes, resolve_recipe_path
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,7 @@ class SweepRun:
 
 
 def plan_sweep(split_dir: Path, recipes: Sequence[str], seeds: Sequence[int], runs_root: Path) -> list[SweepRun]:
+    check_output_folder(runs_root, force=False, option="--runs-root", existing_ok=True)
     split = load_split(split_dir)
     names = list_recipes() if list(recipes) == ["all"] else list(recipes)
     for name in names:
@@ -37,31 +44,73 @@ def plan_sweep(split_dir: Path, recipes: Sequence[str], seeds: Sequence[int], ru
             for name in names for seed in seeds]
 
 
+def sweep_devices(device: str) -> list[str]:
+    """The devices a sweep's processes use: every visible GPU as ``cuda:N`` for ``auto`` or ``cuda`` on a machine
+    with several, else just ``device``. A bad or unavailable device is an error before any run starts."""
+    import torch  # only here: planning a sweep needs no torch
+
+    from meid_bench.devices import resolve_device
+
+    resolved = resolve_device(device)
+    count = torch.cuda.device_count() if resolved.type == "cuda" else 0
+    if device in ("auto", "cuda") and count > 1:
+        return [f"cuda:{index}" for index in range(count)]
+    return [device]
+
+
+class DevicePool:
+    """Hands each starting process the device with the fewest running processes (ties: the lowest number)."""
+
+    def __init__(self, devices: Sequence[str]) -> None:
+        if not devices:
+            raise ValueError("DevicePool needs at least one device")
+        self._running = {device: 0 for device in devices}
+        self._lock = threading.Lock()
+
+    def acquire(self) -> str:
+        with self._lock:
+            device = min(self._running, key=lambda d: self._running[d])
+            self._running[device] += 1
+            return device
+
+    def release(self, device: str) -> None:
+        with self._lock:
+            self._running[device] -= 1
+
+
 def run_sweep(split_dir: Path, runs: Sequence[SweepRun], jobs: int, train_args: Sequence[str],
-              echo: Callable[[str], None] = print) -> list[SweepRun]:
-    """Run every planned run not yet finished, ``jobs`` at a time; returns the runs that failed."""
+              devices: Sequence[str] = ("auto",)) -> list[SweepRun]:
+    """Run every planned run not yet finished, ``jobs`` at a time, each with ``--device`` from ``devices`` (see
+    :class:`DevicePool`); returns the runs that failed. Progress is logged (``meid_bench.train.sweep``)."""
     if jobs < 1:
         raise MeidBenchError(f"--jobs {jobs}: must be >= 1")
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     pending = [run for run in runs if not (run.out / "metrics.json").is_file()]
-    echo(f"{len(runs)} runs planned, {len(runs) - len(pending)} already done, {len(pending)} to run, {jobs} at a time")
+    pool_of_devices = DevicePool(devices)
+    spread = f" over {', '.join(devices)}" if len(devices) > 1 else ""
+    logger.info(f"{len(runs)} runs planned, {len(runs) - len(pending)} already done, {len(pending)} to run, {jobs} "
+                f"at a time{spread}")
 
-    def launch(run: SweepRun) -> tuple[SweepRun, int, float]:
+    def launch(run: SweepRun) -> tuple[SweepRun, int, float, str]:
         resume = ["--resume"] if (run.out / "checkpoints" / "last.pt").is_file() else []
+        device = pool_of_devices.acquire()
         command = [sys.executable, "-m", "meid_bench", "train", "--split", str(split_dir), "--recipe", run.recipe,
-                   "--seed", str(run.seed), "--out", str(run.out), *resume, *train_args]
+                   "--seed", str(run.seed), "--out", str(run.out), "--device", device, *resume, *train_args]
         run.out.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        with open(run.out.parent / f"{run.out.name}.log", "a") as log:
-            code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT,
-                                   env=dict(os.environ, OMP_NUM_THREADS=threads))
-        return run, code, time.perf_counter() - started
+        try:
+            with open(run.out.parent / f"{run.out.name}.log", "a") as run_log:
+                code = subprocess.call(command, stdout=run_log, stderr=subprocess.STDOUT,
+                                       env=dict(os.environ, OMP_NUM_THREADS=threads))
+        finally:
+            pool_of_devices.release(device)
+        return run, code, time.perf_counter() - started, device
 
     failed = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for run, code, seconds in pool.map(launch, pending):
+        for run, code, seconds, device in pool.map(launch, pending):
             status = "done" if code == 0 else f"FAILED (exit {code}, see {run.out}.log)"
-            echo(f"{run.out.name}: {status} in {seconds:.0f}s")
+            logger.info(f"{run.out.name}: {status} in {seconds:.0f}s on {device}")
             if code != 0:
                 failed.append(run)
     return failed

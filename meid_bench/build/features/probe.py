@@ -15,8 +15,14 @@ from meid_bench.errors import MeidBenchError
 
 
 def mean_pooled(store: Any, video_ids: Any) -> np.ndarray:
-    """[videos, dim] float64 mean of each video's frames."""
-    return np.stack([store.read(v).astype(np.float64).mean(axis=0) for v in video_ids])
+    """[videos, dim] float64 mean of each video's frames; a video holding NaN or infinity is an error."""
+    ids = list(video_ids)
+    pooled = np.stack([store.read(v).astype(np.float64).mean(axis=0) for v in ids])
+    bad = np.flatnonzero(~np.isfinite(pooled).all(axis=1))
+    if len(bad):
+        raise MeidBenchError(f"{store.path}: video {ids[bad[0]]!r} holds NaN or infinite values (features must be "
+                             "finite); pack or simulate the features again")
+    return pooled
 
 
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -28,7 +28,9 @@ import h5py
 import numpy as np
 
 from meid_bench.errors import MeidBenchError
+from meid_bench.fileio import check_output_file, create_staging_file
 from meid_bench.build.features.frames import packed_width, unpack_frame_labels
+from meid_bench.build.features.store_check import read_store_index
 
 STORE_FORMAT = "meid-bench-features"
 STORE_FORMAT_VERSION = 1
@@ -37,6 +39,7 @@ _FLUSH_BYTES = 8 << 20  # gather small videos into writes of about this size: fe
 _DIRECT_BYTES = 256 << 10  # a video this large is written at once (gathering would only add a copy)
 _CHUNK_BYTES = 1 << 20  # row chunk of a resizable store
 _SPAN_BYTES = 1 << 20  # read a sampled video's whole row span when it is at most this large
+_ALIGN, _ALIGN_ABOVE = 4096, 64 << 10  # datasets of at least 64 KiB start at a multiple of 4096 bytes
 
 
 def _store_dtype(dtype: str) -> np.dtype:
@@ -56,6 +59,10 @@ class FeatureStoreWriter:
 
     ``total_frames`` known in advance gives the contiguous layout (fastest to read); without it the store is
     chunked and grows. ``num_classes`` enables per-frame labels (then every :meth:`add` passes them).
+
+    A contiguous store is written in place: each video's rows go straight to their byte offset in the file (one
+    positional write, no HDF5 call, nothing gathered), so videos may also be written out of order and from
+    several threads: :meth:`reserve` them in store order, then :meth:`write_video` each one.
     """
 
     def __init__(self, path: str | os.PathLike, dim: int, dtype: str = "float32", *, total_frames: int | None = None,
@@ -65,9 +72,7 @@ class FeatureStoreWriter:
         from meid_bench import __version__
 
         self.path = Path(path)
-        if self.path.exists() and not force:
-            raise MeidBenchError(f"{self.path}: the output file already exists; pass --force to replace it or "
-                                 "choose another --out")
+        check_output_file(self.path, force)
         if dim <= 0:
             raise MeidBenchError(f"{self.path}: feature dimension {dim} must be positive")
         self.dim = int(dim)
@@ -75,9 +80,8 @@ class FeatureStoreWriter:
         self.total_frames = None if total_frames is None else int(total_frames)
         self.num_classes = None if not num_classes else int(num_classes)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.tmp-", suffix=".h5", dir=self.path.parent)
-        os.close(handle)
-        self._tmp = Path(tmp)
+        # HDF5 locks it while this writer lives: a later run removes it only once it is stale (remove_stale_staging).
+        self._tmp = create_staging_file(self.path, suffix=".h5")
         self._ids: list[str] = []
         self._seen: set[str] = set()
         self._offsets: list[int] = [0]
@@ -87,8 +91,13 @@ class FeatureStoreWriter:
         self._pending_bytes = 0
         self._written = 0  # rows already in the file
         self._closed = False
+        self._fd: int | None = None  # contiguous store: positional writes at the datasets' offsets
+        self._lock = threading.Lock()
+        self._unwritten: dict[int, int] = {}  # reserved videos not fully written: frames still to come
         try:
-            self._file = h5py.File(self._tmp, "w")
+            # Large datasets start on a page boundary: a float16 row of 2048 values is then exactly one page of the
+            # file, so a reader's sampled rows cost one page each, not two.
+            self._file = h5py.File(self._tmp, "w", alignment_threshold=_ALIGN_ABOVE, alignment_interval=_ALIGN)
             self._features = self._create("features", self.dim, self.dtype)
             self._labels = (self._create("frame_labels", packed_width(self.num_classes), np.dtype(np.uint8))
                             if self.num_classes else None)
@@ -106,6 +115,10 @@ class FeatureStoreWriter:
             attrs["params"] = json.dumps(params or {}, sort_keys=True)
             attrs["meid_bench_version"] = __version__
             attrs["complete"] = False
+            if self.total_frames:
+                self._frames_at = int(self._features.id.get_offset())
+                self._labels_at = int(self._labels.id.get_offset()) if self._labels is not None else None
+                self._fd = os.open(self._tmp, os.O_WRONLY)
         except BaseException:
             self.abort()
             raise
@@ -138,6 +151,66 @@ class FeatureStoreWriter:
         where = source or f"video {video_id}"
         if video_id in self._seen:
             raise MeidBenchError(f"{where}: video id {video_id!r} given twice; every video is stored once")
+        frames, labels = self._prepare(frames, frame_labels, where, checked)
+        if self._fd is not None:
+            self._write_at(self.reserve(video_id, len(frames), source), 0, frames, labels)
+            return
+        self.reserve(video_id, len(frames), source)
+        if labels is not None:
+            self._pending_labels.append(labels)
+        self._pending.append(frames)
+        self._pending_bytes += frames.nbytes
+        if self._pending_bytes >= _FLUSH_BYTES or frames.nbytes >= _DIRECT_BYTES:
+            self._flush()
+
+    def reserve(self, video_id: str, num_frames: int, source: str = "") -> int:
+        """Give the next video of the store ``num_frames`` rows; returns its position. Its frames come with
+        :meth:`write_video` (contiguous stores) or right away (:meth:`add`). Call from one thread, in store order."""
+        where = source or f"video {video_id}"
+        if video_id in self._seen:
+            raise MeidBenchError(f"{where}: video id {video_id!r} given twice; every video is stored once")
+        if num_frames < 1:
+            raise MeidBenchError(f"{where}: no frames; every video holds at least one")
+        if self.total_frames is not None and self._offsets[-1] + num_frames > self.total_frames:
+            raise MeidBenchError(f"{where}: more frames than the {self.total_frames} announced (a source file "
+                                 "changed while packing?); pack again")
+        self._seen.add(video_id)
+        self._ids.append(video_id)
+        self._offsets.append(self._offsets[-1] + int(num_frames))
+        position = len(self._ids) - 1
+        if self._fd is not None:
+            with self._lock:
+                self._unwritten[position] = int(num_frames)
+        return position
+
+    def write_video(self, position: int, frames: np.ndarray, frame_labels: np.ndarray | None = None,
+                    source: str = "", checked: bool = False) -> None:
+        """Write the frames (and labels) of the reserved video at ``position`` in place; safe from several
+        threads at once. Arguments as for :meth:`add`."""
+        rows = self._offsets[position + 1] - self._offsets[position]
+        if len(frames) != rows:
+            raise MeidBenchError(f"{source or f'video {self._ids[position]}'}: {len(frames)} frames, {rows} were "
+                                 "reserved (a source file changed while packing?); pack again")
+        self.write_rows(position, 0, frames, frame_labels, source, checked)
+
+    def write_rows(self, position: int, first: int, frames: np.ndarray, frame_labels: np.ndarray | None = None,
+                   source: str = "", checked: bool = False) -> None:
+        """Write frames ``first..first + len(frames)`` (and their labels) of the reserved video at ``position``
+        in place, each frame once; the video counts as written when all its frames are. Safe from several threads
+        at once; a long video can go in pieces that stay in the CPU's cache."""
+        if self._fd is None:
+            raise ValueError("write_rows needs a contiguous store (total_frames given)")
+        where = source or f"video {self._ids[position]}"
+        rows = self._offsets[position + 1] - self._offsets[position]
+        if first < 0 or first + len(frames) > rows:
+            raise MeidBenchError(f"{where}: frames {first}..{first + len(frames) - 1} lie outside the {rows} "
+                                 "reserved (a source file changed while packing?); pack again")
+        frames, labels = self._prepare(frames, frame_labels, where, checked, first)
+        self._write_at(position, first, frames, labels)
+
+    def _prepare(self, frames: np.ndarray, frame_labels: np.ndarray | None, where: str, checked: bool,
+                 first: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+        """Frames in the store dtype, checked finite, and labels checked: nothing is recorded before this."""
         frames = np.asarray(frames)
         if frames.ndim != 2 or frames.shape[1] != self.dim or frames.shape[0] < 1:
             raise MeidBenchError(f"{where}: features of shape {frames.shape}, expected [frames >= 1, {self.dim}]")
@@ -146,22 +219,35 @@ class FeatureStoreWriter:
             with np.errstate(over="ignore"):  # overflow shows up as inf, reported just below
                 frames = frames.astype(self.dtype)
         if not checked:
-            check_finite(frames, where)
+            check_finite(frames, where, first)
+        labels = None
         if self.num_classes:
             if frame_labels is None or np.shape(frame_labels) != (len(frames), packed_width(self.num_classes)):
                 raise MeidBenchError(f"{where}: per-frame labels missing or of the wrong shape "
                                      f"{None if frame_labels is None else np.shape(frame_labels)}")
-            self._pending_labels.append(np.asarray(frame_labels, dtype=np.uint8))
-        if self.total_frames is not None and self._offsets[-1] + len(frames) > self.total_frames:
-            raise MeidBenchError(f"{where}: more frames than the {self.total_frames} announced (a source file "
-                                 "changed while packing?); pack again")
-        self._seen.add(video_id)
-        self._ids.append(video_id)
-        self._offsets.append(self._offsets[-1] + len(frames))
-        self._pending.append(frames)
-        self._pending_bytes += frames.nbytes
-        if self._pending_bytes >= _FLUSH_BYTES or frames.nbytes >= _DIRECT_BYTES:
-            self._flush()
+            labels = np.asarray(frame_labels, dtype=np.uint8)
+        return frames, labels
+
+    def _write_at(self, position: int, first: int, frames: np.ndarray, labels: np.ndarray | None) -> None:
+        row = self._offsets[position] + first
+        _pwrite_all(self._fd, frames, self._frames_at + row * self.dim * self.dtype.itemsize, self._tmp)
+        if labels is not None:
+            _pwrite_all(self._fd, labels, self._labels_at + row * labels.shape[1], self._tmp)
+        with self._lock:
+            left = self._unwritten.get(position, 0) - len(frames)
+            if left > 0:
+                self._unwritten[position] = left
+            else:
+                self._unwritten.pop(position, None)
+            self._written += len(frames)
+
+    def set_attributes(self, **attributes: str | int | float | bool) -> None:
+        """Record extra root attributes (an extractor's provenance: backbone, weights, decoder, ...). The store's
+        own attributes (format, dim, dtype, fps, complete, ...) cannot be replaced this way."""
+        for name, value in attributes.items():
+            if name in self._file.attrs or name in ("num_videos", "num_frames", "num_missing"):
+                raise ValueError(f"attribute {name!r} belongs to the store format; pick another name")
+            self._file.attrs[name] = value
 
     def record_missing(self, video_ids: Iterable[str]) -> None:
         """Record videos of the split that have no features (a store packed with --allow-missing)."""
@@ -209,7 +295,10 @@ class FeatureStoreWriter:
         """Write the index and the ``complete`` mark, close, and move the file into place. Returns the path."""
         try:
             self._flush()
-            if self.total_frames is not None and self._written != self.total_frames:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if self.total_frames is not None and (self._written != self.total_frames or self._unwritten):
                 raise MeidBenchError(f"{self.path}: {self._written} frames written, {self.total_frames} announced "
                                      "(a source file changed while packing?); pack again")
             self._write_strings("video_ids", self._ids)
@@ -236,6 +325,9 @@ class FeatureStoreWriter:
             return
         self._closed = True
         try:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
             file = getattr(self, "_file", None)
             if file is not None and file.id.valid:
                 file.close()
@@ -252,8 +344,22 @@ class FeatureStoreWriter:
             self.abort()
 
 
-def check_finite(frames: np.ndarray, where: str) -> None:
-    """Raise a MeidBenchError naming the first frame holding NaN or inf."""
+def _pwrite_all(fd: int, array: np.ndarray, offset: int, path: Path) -> None:
+    """Write a C-contiguous array's bytes at ``offset`` of the file ``fd``, however many calls it takes."""
+    view = memoryview(np.ascontiguousarray(array)).cast("B")
+    done = 0
+    while done < len(view):
+        try:
+            written = os.pwrite(fd, view[done:], offset + done)
+        except OSError as exc:
+            raise MeidBenchError(f"{path}: could not write ({exc.strerror}); free space or fix the folder and "
+                                 "write the store again") from None
+        done += written
+
+
+def check_finite(frames: np.ndarray, where: str, first_frame: int = 0) -> None:
+    """Raise a MeidBenchError naming the first frame holding NaN or inf (``frames`` being frames
+    ``first_frame..`` of a video)."""
     if frames.size == 0 or (np.isfinite(frames.min()) and np.isfinite(frames.max())):
         return  # min and max are NaN or infinite as soon as one value is: two fast passes, no temporary
     finite = np.isfinite(frames)
@@ -261,7 +367,7 @@ def check_finite(frames: np.ndarray, where: str) -> None:
         row = int(np.argwhere(~finite.all(axis=1))[0, 0])
         value = frames[row][~finite[row]][0]
         hint = "; values above 65504 overflow float16, use --dtype float32" if frames.dtype == np.float16 else ""
-        raise MeidBenchError(f"{where}: frame {row} holds {value} (features must be finite){hint}")
+        raise MeidBenchError(f"{where}: frame {first_frame + row} holds {value} (features must be finite){hint}")
 
 
 class FeatureStore:
@@ -287,39 +393,15 @@ class FeatureStore:
             self._load_metadata(file)
 
     def _load_metadata(self, file: h5py.File) -> None:
-        attrs = file.attrs
         where = str(self.path)
-        if _attr_str(attrs.get("format")) != STORE_FORMAT:
-            raise MeidBenchError(f"{where}: attribute 'format' is not {STORE_FORMAT!r}; not a meid-bench feature "
-                                 "store (convert it with `meid-bench features pack`)")
-        if int(attrs.get("format_version", -1)) != STORE_FORMAT_VERSION:
-            raise MeidBenchError(f"{where}: attribute 'format_version' is {attrs.get('format_version')!r}, this "
-                                 f"meid-bench reads version {STORE_FORMAT_VERSION}; pack the features again")
-        if not bool(attrs.get("complete", False)):
-            raise MeidBenchError(f"{where}: not marked complete (an interrupted write); pack the features again")
-        for name in ("features", "offsets", "video_ids", "missing_video_ids"):
-            if name not in file:
-                raise MeidBenchError(f"{where}: dataset {name!r} is missing; pack the features again")
-        self.attrs: dict[str, Any] = {k: _attr_value(v) for k, v in attrs.items()}
-        features = file["features"]
-        self.dim = int(attrs["dim"])
-        self.dtype = np.dtype(_attr_str(attrs["dtype"]))
-        if features.ndim != 2 or features.shape[1] != self.dim or features.dtype != self.dtype:
-            raise MeidBenchError(f"{where}: dataset 'features' is {features.dtype}{features.shape}, attributes say "
-                                 f"dim {self.dim} {self.dtype}; the file is damaged, pack it again")
-        self.offsets = np.asarray(file["offsets"][()], dtype=np.int64)
-        self.video_ids: list[str] = [v.decode("utf-8") for v in file["video_ids"][()]]
-        self.missing_video_ids: list[str] = [v.decode("utf-8") for v in file["missing_video_ids"][()]]
-        total = features.shape[0]
-        if (len(self.offsets) != len(self.video_ids) + 1 or self.offsets[0] != 0 or self.offsets[-1] != total
-                or np.any(np.diff(self.offsets) < 1)):
-            raise MeidBenchError(f"{where}: the offsets index does not match {total} frames of "
-                                 f"{len(self.video_ids)} videos; the file is damaged, pack it again")
+        index = read_store_index(file, self.path, STORE_FORMAT, STORE_FORMAT_VERSION, STORE_DTYPES)
+        self.attrs: dict[str, Any] = index.attrs
+        self.dim, self.dtype = index.dim, index.dtype
+        self.offsets, self.video_ids, self.missing_video_ids = index.offsets, index.video_ids, index.missing_video_ids
         self._index = {v: i for i, v in enumerate(self.video_ids)}
-        if len(self._index) != len(self.video_ids):
-            raise MeidBenchError(f"{where}: duplicate video ids in the index; pack the features again")
-        self.num_classes = int(attrs.get("num_classes", 0))
-        self.has_frame_labels = "frame_labels" in file and self.num_classes > 0
+        self.num_classes, self.has_frame_labels = index.num_classes, index.has_frame_labels
+        features = file["features"]
+        total = features.shape[0]
         # Direct positional reads when the frames are one plain little-endian block of bytes in the file.
         self._data_offset: int | None = None
         plist = features.id.get_create_plist()
@@ -409,11 +491,22 @@ class FeatureStore:
 
     def _rows(self, lo: int, hi: int) -> np.ndarray:
         """Rows lo:hi of the frame matrix, a fresh array."""
+        return self.read_rows(lo, hi)
+
+    def read_rows(self, lo: int, hi: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``lo:hi`` of the frame matrix (all videos' frames, in store order) in the store dtype, read into
+        ``out`` (C-contiguous, [hi - lo, dim]) when given: a reused or device-staging buffer costs no allocation."""
         self._ensure_open()
+        if out is None:
+            out = np.empty((hi - lo, self.dim), dtype=self.dtype)
+        elif out.shape != (hi - lo, self.dim) or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous {self.dtype} array of shape {(hi - lo, self.dim)}")
+        if hi <= lo:
+            return out
         if self._data_offset is None:
-            return self._file["features"][lo:hi]
+            self._file["features"].read_direct(out, np.s_[lo:hi])
+            return out
         row_bytes = self.dim * self.dtype.itemsize
-        out = np.empty((hi - lo, self.dim), dtype=self.dtype)
         view = memoryview(out).cast("B")
         done, start = 0, self._data_offset + lo * row_bytes
         while done < len(view):
@@ -422,6 +515,12 @@ class FeatureStore:
                 raise MeidBenchError(f"{self.path}: unexpected end of file; the store is truncated, pack it again")
             done += got
         return out
+
+    @property
+    def frames_offset(self) -> int | None:
+        """Byte offset in the file of the frame matrix [total_frames, dim] (little-endian, row-major), or None when
+        the frames are not one plain block of bytes (a chunked store): a reader may map or read rows directly."""
+        return self._data_offset
 
     def close(self) -> None:
         if self._pid == os.getpid():
@@ -494,17 +593,3 @@ class FeatureStore:
 
 def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-
-
-def _attr_str(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    return "" if value is None else str(value)
-
-
-def _attr_value(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from meid_bench.errors import MeidBenchError
+from meid_bench.fileio import check_free_space
 from meid_bench.build.features.frames import active_classes, frame_times, num_frames_for, pack_frame_labels
 from meid_bench.build.features.pack import split_video_table
 from meid_bench.build.features.store import FeatureStoreWriter, _store_dtype
@@ -176,6 +177,8 @@ def synthesize_features(split: Any, out: str | os.PathLike, config: SynthConfig 
     context_columns = [c for c in _CONTEXT_COLUMNS if c in videos.columns]
     durations = videos["duration"].to_numpy(dtype=np.float64)
     durations = np.where(np.isfinite(durations) & (durations > 0), durations, config.default_duration)
+    check_free_space(out, float(np.sum(durations * config.fps)) * config.dim * np.dtype(config.dtype).itemsize,
+                     "lower --fps, --dim or --default-duration, or write elsewhere")
     total = sum(num_frames_for(d, config.fps) for d in durations)
     background = background_prototype(config)
     params = dict(config.params(), context_columns=context_columns)

@@ -1,0 +1,217 @@
+"""The report's tables as data (pandas frames), CSV and Markdown. Every metric is in percent (``*_pct``) and every
+difference in percentage points (``*_pp``), as in the figures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from meid_bench import __version__
+from meid_bench.build.split_io import GROUPS
+from meid_bench.report.paired import PAIRED_METRICS
+from meid_bench.report.sections import SplitSection, verdict
+
+METRICS = ("mAP", "mAP_head", "mAP_medium", "mAP_tail", "top1", "top5")
+GROUP_METRICS = ("mAP", "mAP_head", "mAP_medium", "mAP_tail")
+RESULT_COLUMNS = (("benchmark", "split_checksum", "features", "run", "method", "seed")
+                  + tuple(f"{m}_pct" for m in METRICS)
+                  + ("val_mAP_pct", "best_epoch", "classes_evaluated", "classes_without_positives")
+                  + tuple(f"{g}_classes" for g in GROUPS) + ("score_scale",))
+PROTOCOL_NOTE = ("Test-set metrics in percent, computed as docs/evaluation.md states: average precision as "
+                 "scikit-learn computes it (tied scores are one threshold); classes without a positive test video "
+                 "are left out of every mean and counted; videos without labels are negatives for every class. "
+                 "Methods are chosen on validation only.")
+
+
+PAIRED_NOTE = ("Method minus reference on the same seed, then the mean over the seeds with its 95% confidence "
+               "interval (t distribution over seeds; a method with one shared seed has no interval). An interval "
+               "that excludes 0 is a difference the seeds support.")
+
+
+def _pct(value: object) -> float | None:
+    return None if value is None else 100.0 * float(value)
+
+
+def results_frame(sections: Sequence[SplitSection]) -> pd.DataFrame:
+    """One row per run: split identity, features kind, run identity, test metrics (%) and validation mAP (%)."""
+    rows = []
+    for section in sections:
+        sizes = section.group_sizes
+        for run, result, val in zip(section.runs, section.metrics, section.val_metrics):
+            row = {"benchmark": section.split.name, "split_checksum": section.split.checksum,
+                   "features": run.features_kind, "run": run.name, "method": run.method, "seed": run.seed}
+            row |= {f"{m}_pct": _pct(result.get(m)) for m in METRICS}
+            row["val_mAP_pct"] = None if val is None else _pct(val.get("mAP"))
+            row["best_epoch"] = result.get("best_epoch")
+            row["classes_evaluated"] = result.get("classes_evaluated")
+            row["classes_without_positives"] = result.get("classes_without_positives")
+            row |= {f"{g}_classes": sizes[g] for g in GROUPS}
+            row["score_scale"] = result.get("score_scale")
+            rows.append(row)
+    frame = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+    for column in ("seed", "best_epoch", "classes_evaluated", "classes_without_positives"):
+        frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def method_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (split, method): the runs, their seeds, and the mean and sample standard deviation of each
+    metric over them (std empty for a single run)."""
+    keys = ["benchmark", "split_checksum", "features", "method"]
+    frame = frame.assign(features=frame.groupby(["split_checksum", "method"])["features"].transform(
+        lambda kinds: kinds.iloc[0] if kinds.nunique() == 1 else "mixed"))
+    grouped = frame.groupby(keys, sort=False)
+    summary = grouped.size().rename("runs").reset_index()
+    summary["seeds"] = grouped["seed"].agg(lambda s: " ".join(str(int(v)) for v in s.dropna())).to_numpy()
+    for column in [f"{m}_pct" for m in METRICS] + ["val_mAP_pct"]:
+        numbers = frame[column].astype(float)
+        summary[f"{column}_mean"] = numbers.groupby([frame[k] for k in keys], sort=False).mean().to_numpy()
+        summary[f"{column}_std"] = numbers.groupby([frame[k] for k in keys], sort=False).std(ddof=1).to_numpy()
+    return summary
+
+
+def has_repeats(frame: pd.DataFrame) -> bool:
+    return bool(frame.groupby(["split_checksum", "method"]).size().max() > 1) if len(frame) else False
+
+
+def to_csv(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False, lineterminator="\n")
+
+
+# -- text formatting shared by Markdown and HTML -----------------------------------------------------------------
+
+def percent(value: object, digits: int = 2) -> str:
+    """A value already in percent (or percentage points), or n/a."""
+    return "n/a" if value is None or pd.isna(value) else f"{float(value):.{digits}f}"
+
+
+def signed(value: object, digits: int = 2) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{float(value):+.{digits}f}".replace("-", "−")
+
+
+def mean_std(mean: object, std: object) -> str:
+    if mean is None or pd.isna(mean):
+        return "n/a"
+    return percent(mean) if std is None or pd.isna(std) else f"{percent(mean)} ± {percent(std)}"
+
+
+def interval(row: pd.Series, metric: str) -> str:
+    """``+1.23 [−0.40, +2.86]``: a paired mean difference with its 95% interval (or the note why none)."""
+    mean = row[f"{metric}_diff_pp_mean"]
+    if mean is None or pd.isna(mean):
+        return "n/a"
+    low, high = row[f"{metric}_diff_pp_ci95_low"], row[f"{metric}_diff_pp_ci95_high"]
+    if low is None or pd.isna(low):
+        return f"{signed(mean)} (1 seed: no interval)"
+    return f"{signed(mean)} [{signed(low)}, {signed(high)}]"
+
+
+def metric_headers(section: SplitSection, unit: str = "%") -> list[str]:
+    """Column headers of the four group metrics with the classes in each group: ``mAP % (157 classes)``."""
+    sizes = section.group_sizes
+    labels = {"mAP": ("mAP", "all"), "mAP_head": ("head", "head"), "mAP_medium": ("medium", "medium"),
+              "mAP_tail": ("tail", "tail")}
+    return [f"{labels[m][0]} {unit} ({sizes[labels[m][1]]} classes)" for m in GROUP_METRICS]
+
+
+# -- table rows as text, shared by Markdown and HTML (each escapes and emphasises its own way) -----------------------
+
+SUMMARY_NOTE = ("Test mAP in %, mean ± standard deviation over seeds. Validation mAP (val) chose each run's best "
+                "epoch and the best method above; the test set chose nothing.")
+
+
+def summary_rows(summary: pd.DataFrame) -> list[list[str]]:
+    """One row per method: method, runs, seeds, the four group mAPs and validation mAP as ``mean ± std``."""
+    return [[str(r["method"]), str(int(r["runs"])), str(r["seeds"])]
+            + [mean_std(r[f"{m}_pct_mean"], r[f"{m}_pct_std"]) for m in GROUP_METRICS]
+            + [mean_std(r["val_mAP_pct_mean"], r["val_mAP_pct_std"])] for _, r in summary.iterrows()]
+
+
+def summary_headers(section: SplitSection) -> list[str]:
+    return ["method", "runs", "seeds", *metric_headers(section), "val mAP %"]
+
+
+def run_rows(frame: pd.DataFrame) -> list[list[str]]:
+    """One row per run: run, method, seed, every metric (%), validation mAP (%), classes evaluated."""
+    rows = []
+    for _, row in frame.iterrows():
+        cells = [str(row["run"]), str(row["method"]), "" if pd.isna(row["seed"]) else str(row["seed"])]
+        cells += [percent(row[f"{m}_pct"]) for m in METRICS] + [percent(row["val_mAP_pct"])]
+        total = int(row["classes_evaluated"]) + int(row["classes_without_positives"])
+        cells.append(f"{int(row['classes_evaluated'])} of {total}")
+        rows.append(cells)
+    return rows
+
+
+def run_headers(section: SplitSection) -> list[str]:
+    return ["run", "method", "seed", *metric_headers(section), "top-1 %", "top-5 %", "val mAP %",
+            "classes evaluated"]
+
+
+def paired_tables(section: SplitSection, summary: pd.DataFrame,
+                  by_seed: pd.DataFrame) -> list[tuple[str, list[tuple[bool, list[str]]]]]:
+    """Per reference method of the split: its rows, ``(is_mean_row, cells)``; each method's seeds (method, seed,
+    the four differences) and then, for two seeds or more, its mean with the 95% interval."""
+    mine = summary[summary["split_checksum"] == section.split.checksum]
+    seeds = by_seed[by_seed["split_checksum"] == section.split.checksum]
+    tables = []
+    for reference, group in mine.groupby("reference", sort=False):
+        rows: list[tuple[bool, list[str]]] = []
+        for _, row in group.iterrows():
+            pairs = seeds[(seeds["method"] == row["method"]) & (seeds["reference"] == reference)]
+            rows += [(False, [str(row["method"]), str(pair["seed"])]
+                      + [signed(pair[f"{m}_diff_pp"]) for m in PAIRED_METRICS]) for _, pair in pairs.iterrows()]
+            if int(row["seeds"]) > 1:
+                rows.append((True, [str(row["method"]), "mean [95% CI]"] + [interval(row, m) for m in PAIRED_METRICS]))
+        tables.append((str(reference), rows))
+    return tables
+
+
+def paired_headers(section: SplitSection, reference: str) -> list[str]:
+    return [f"method − {reference}", "seed", *metric_headers(section, "pp")]
+
+
+# -- Markdown -----------------------------------------------------------------------------------------------------
+
+def _md(text: object) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _md_table(headers: list[str], rows: list[list[str]], numeric_from: int) -> list[str]:
+    align = ["---"] * numeric_from + ["---:"] * (len(headers) - numeric_from)
+    return (["| " + " | ".join(_md(h) for h in headers) + " |", "|" + "|".join(align) + "|"]
+            + ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows] + [""])
+
+
+def results_markdown(sections: Sequence[SplitSection], frame: pd.DataFrame, paired_summary: pd.DataFrame,
+                     paired_by_seed: pd.DataFrame) -> str:
+    """The whole results.md: the verdict per split, then per split the results, paired differences and runs."""
+    lines = ["# Results", ""]
+    lines += [f"- {verdict(section).text()}" for section in sections]
+    lines += ["", f"{PROTOCOL_NOTE} Written by meid-bench {__version__}.", ""]
+    for section in sections:
+        part = frame[frame["split_checksum"] == section.split.checksum]
+        repeats = has_repeats(part)
+        lines += [f"## {section.title}", ""]
+        if repeats:
+            lines += [SUMMARY_NOTE, ""] + _md_table(summary_headers(section), summary_rows(method_summary(part)), 3)
+        runs = ["### Runs" if repeats else "Test metrics in %, one row per run:", ""]
+        runs += _md_table(run_headers(section), run_rows(part), 3)
+        paired = _paired_markdown(section, paired_summary, paired_by_seed)
+        # With seeds: the summary, the differences, every run. Without: the runs are the results table.
+        lines += paired + runs if repeats else runs + paired
+        lines += [f"Split `{section.split.path}`, checksum `{section.split.checksum}`.", ""]
+    return "\n".join(lines)
+
+
+def _paired_markdown(section: SplitSection, summary: pd.DataFrame, by_seed: pd.DataFrame) -> list[str]:
+    tables = paired_tables(section, summary, by_seed)
+    if not tables:
+        return []
+    lines = ["### Paired differences (test, percentage points)", "", PAIRED_NOTE, ""]
+    for reference, rows in tables:
+        cells = [[f"**{c}**" if mean and i < 2 else c for i, c in enumerate(row)] for mean, row in rows]
+        lines += [f"Reference: **{_md(reference)}**", ""]
+        lines += _md_table(paired_headers(section, reference), cells, 2)
+    return lines

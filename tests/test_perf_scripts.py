@@ -1,0 +1,44 @@
+"""The perf scripts run end to end on tiny inputs (the GPU one on the CPU), so that a lent GPU's few minutes are
+spent measuring, not debugging."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+PERF = Path(__file__).resolve().parents[1] / "perf"
+
+
+def _script(name: str):
+    sys.path.insert(0, str(PERF))
+    spec = importlib.util.spec_from_file_location(f"perf_{name}", PERF / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_videolt_script_runs_on_the_cpu(tmp_path, capsys):
+    _script("gpu_videolt").main(["--device", "cpu", "--videos", "40", "--dim", "16", "--epochs", "2",
+                                 "--workers", "0", "1", "--set", "batch_size=16", "--set", "data.train_frames=4",
+                                 "--set", "data.eval_frames=4", "--dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "0 workers" in out and "1 workers" in out
+    summary = out[out.index("summary"):].splitlines()
+    for recipe in ("meid", "late_avg"):
+        rows = [line for line in summary if line.startswith(recipe)]
+        assert [row.split()[1] for row in rows] == ["resident", "streamed"] and "time" in rows[1]
+    assert list(tmp_path.iterdir()) == []  # the generated data is deleted
+
+
+def test_loading_benchmark_runs_on_a_tiny_store(tmp_path, capsys, monkeypatch):
+    script = _script("bench_feature_loading")
+    monkeypatch.setattr(script, "VIDEOLT_DIM", 16)
+    monkeypatch.setattr(sys, "argv", ["x", "--videos", "30", "--repeats", "1", "--workers", "0", "--dtypes",
+                                      "float16", "--with-items", "--dir", str(tmp_path)])
+    script.main()
+    out = capsys.readouterr().out
+    for state in ("warm", "cold"):
+        assert state in out
+    assert out.count("store batches") == 4 and out.count("store batches f16") == 2 and out.count("store items") == 2
+    assert list(tmp_path.iterdir()) == []

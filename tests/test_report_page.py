@@ -1,0 +1,123 @@
+"""The report's page structure as a reader meets it: the verdict first (SIMULATED named), the head/medium/tail
+results in percent with the group sizes before any checksum, training curves from log.jsonl, and the same bytes
+for the same runs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers_eval import make_run, make_split
+from meid_bench import load_split
+from meid_bench.evaluator import Evaluator, write_predictions
+from meid_bench.report.assemble import write_report
+
+TEST_LABELS = [[0], [0, 2], [1], [3], [1, 3], [0], [4], [5, 0], [2], [4, 5]]
+IDS = [f"t{i:03d}" for i in range(len(TEST_LABELS))]
+VAL_IDS = [f"v{i:03d}" for i in range(6)]  # make_split's default validation subset: one video per class
+KEYS = [f"c{k:03d}" for k in range(6)]
+
+
+def add_log(run_dir, epochs: int, start: float) -> None:
+    lines = [json.dumps({"epoch": e, "lr": 1e-3, "steps": 4, "loss_classification": start / (e + 1),
+                         "train_seconds": 0.1, "val_mAP": 0.2 + 0.05 * e}) for e in range(epochs)]
+    (run_dir / "log.jsonl").write_text("\n".join(lines) + '\n{"epoch": 3, "lr"')  # an interrupted last line
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """Split A: late_avg and meid, seeds 0 and 1, SIMULATED features, with logs and validation predictions.
+    Split B: one late_avg run on real features."""
+    root = tmp_path_factory.mktemp("page")
+    split_a = make_split(root / "a", TEST_LABELS, name="toyA")
+    split_b = make_split(root / "b", TEST_LABELS, name="toyB", seed=1)
+    rng = np.random.default_rng(11)
+    runs, results = [], {}
+    for method in ("late_avg", "meid"):
+        for seed in (0, 1):
+            scores = rng.random((len(IDS), 6)).astype(np.float32)
+            run = make_run(root / "runs" / f"{method}-{seed}", split_a, load_split(split_a).checksum, IDS, scores,
+                           method=method, seed=seed, simulated=True)
+            val_scores = rng.random((len(VAL_IDS), 6)).astype(np.float32) + (0.3 if method == "meid" else 0.0)
+            write_predictions(run / "predictions" / "val.parquet", VAL_IDS, val_scores, KEYS)
+            add_log(run, 3, 1.0 if method == "meid" else 0.7)
+            runs.append(run)
+            results[run.name] = (Evaluator(load_split(split_a), "test").eval(IDS, scores),
+                                 Evaluator(load_split(split_a), "val").eval(VAL_IDS, val_scores))
+    runs.append(make_run(root / "runs" / "real", split_b, load_split(split_b).checksum, IDS,
+                         rng.random((len(IDS), 6)).astype(np.float32), method="late_avg", simulated=False))
+    out = write_report(runs, root / "report")
+    return {"root": root, "out": out, "runs": runs, "results": results, "checksum": load_split(split_a).checksum,
+            "page": (out / "index.html").read_text(), "markdown": (out / "results.md").read_text()}
+
+
+def test_verdict_comes_first_and_names_simulated_features(report):
+    page, markdown = report["page"], report["markdown"]
+    verdicts = page.index('<ul class="verdicts">')
+    assert verdicts < page.index("<table") and verdicts < page.index("<h2")
+    first, second = re.findall(r"<li>(.*?)</li>", page[verdicts:page.index("</ul>", verdicts)])
+    assert "toyA" in first and ">SIMULATED<" in first and "4 runs: 2 methods × 2 seeds" in first
+    assert "toyB" in second and "real features" in second and "SIMULATED" not in second
+    # Best method by mean validation mAP over its seeds (meid's validation scores were shifted up).
+    val = {m: np.mean([report["results"][f"{m}-{s}"][1]["mAP"] for s in (0, 1)]) for m in ("late_avg", "meid")}
+    best = max(val, key=val.get)
+    assert f"best method by validation mAP: {best} (validation {100 * val[best]:.2f}%" in first
+    top = markdown.split("\n## ")[0]
+    assert "toyA: SIMULATED features" in top and "toyB: real features" in top
+    table = pd.read_csv(report["out"] / "results.csv")
+    assert table["features"].tolist() == ["simulated"] * 4 + ["real"]
+
+
+def test_group_table_in_percent_comes_before_any_checksum(report):
+    page, checksum = report["page"], report["checksum"]
+    section = page[page.index('<section id="split-1">'):]
+    results_table = section.index("<table")
+    header = section[results_table:section.index("</thead>", results_table)]
+    # group sizes in the headers (toy split: 6 classes, 2 per group), percent as the unit
+    for text in ("mAP %<br><small>(6 classes)</small>", "head %<br><small>(2 classes)</small>",
+                 "medium %<br><small>(2 classes)</small>", "tail %<br><small>(2 classes)</small>"):
+        assert text in header
+    assert page.index(checksum[:8]) > page.index('<section id="split-1">') + results_table
+    # mean over seeds, in percent
+    test = {m: [report["results"][f"{m}-{s}"][0] for s in (0, 1)] for m in ("late_avg", "meid")}
+    for method, metrics in test.items():
+        for key in ("mAP", "mAP_head", "mAP_tail"):
+            values = [100 * m[key] for m in metrics]
+            cell = f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+            assert cell in section[:section.index("</table>", results_table)]
+            assert cell in report["markdown"]
+    assert "| mAP % (6 classes) | head % (2 classes) | medium % (2 classes) | tail % (2 classes) |" in \
+        report["markdown"]
+    assert "Paired differences" in section and "method − late_avg" in section
+
+
+def test_split_facts_are_formatted_and_the_manifest_folded(report):
+    page = report["page"]
+    facts = page[page.index('<table class="facts">'):]
+    facts = facts[:facts.index("</table>")]
+    assert "<th>parameter imbalance</th><td>20</td>" in facts and "train 96 · val 6 · test 10" in facts
+    assert "<details><summary>manifest.json, every field</summary>" in page
+    assert not re.search(r"\d\.\d{6,}", facts)  # no raw floats
+
+
+def test_training_curves_from_log_jsonl(report):
+    folder = report["out"] / f"toyA-{report['checksum'][:8]}"
+    for kind in ("png", "svg", "pdf"):
+        assert (folder / f"training_curves.{kind}").is_file()
+    svg = (folder / "training_curves.svg").read_text()
+    assert "validation mAP" in svg and "late_avg (2 runs)" in svg  # editable text, legend per method
+    assert "Training loss and validation mAP" in report["page"]
+    other = report["out"] / next(p.name for p in report["out"].iterdir() if p.name.startswith("toyB-"))
+    assert not (other / "training_curves.png").exists()  # no log, no curves
+
+
+def test_same_runs_same_bytes(report, tmp_path):
+    again = write_report(report["runs"], tmp_path / "again")
+    files = sorted(p.relative_to(report["out"]) for p in report["out"].rglob("*") if p.is_file())
+    assert len(files) == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file()).__len__()
+    for relative in files:
+        assert (report["out"] / relative).read_bytes() == (again / relative).read_bytes(), relative
