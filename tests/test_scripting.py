@@ -122,6 +122,14 @@ def test_recipes_command_lists_and_resolves(tmp_path):
     bad = invoke("recipes", "meid", "--set", "optim.nope=1")
     assert bad.exit_code == 2 and "nope: unknown key" in bad.output
     assert invoke("recipes", "--set", "epochs=3").exit_code == 2
+    # --benchmark resolves as training does: the benchmark's schedule, then --set on top, and the saved file keeps
+    # both (training it applies no schedule again).
+    tuned = invoke("recipes", "meid", "--benchmark", "charadeslt", "--set", "optim.lr=1e-3")
+    saved.write_text(tuned.stdout)
+    kept = load_recipe(saved)
+    assert kept.optim.lr == 1e-3 and kept.schedule_from == "charadeslt" and kept.for_benchmark("charadeslt") == kept
+    assert kept.epochs == load_recipe("meid").schedules["charadeslt"].epochs
+    assert invoke("recipes", "meid", "--benchmark", "charadelst").exit_code == 2
 
 
 def test_shipped_recipes_missing_is_an_error_not_an_empty_sweep(monkeypatch, tmp_path):

@@ -12,20 +12,23 @@ from meid_bench.errors import MeidBenchError
 
 @click.command()
 @click.argument("recipe", required=False)
+@click.option("--benchmark", default=None, metavar="NAME",
+              help="Resolve RECIPE as training on this benchmark does: its schedule from `schedules` first, then --set.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a key of RECIPE (repeatable), as `meid-bench train --set` does.")
 @json_option
-def recipes(recipe: str | None, overrides: tuple[str, ...], as_json: bool) -> None:
+def recipes(recipe: str | None, benchmark: str | None, overrides: tuple[str, ...], as_json: bool) -> None:
     """List the shipped recipes, or print RECIPE (a name or a YAML file) with every key resolved.
 
     The resolved recipe is what training records in run.json; saved to a file it is a recipe `meid-bench train
-    --recipe FILE` accepts.
+    --recipe FILE` accepts. A recipe's `schedules` replace its lr, milestones and epochs on their benchmark: to
+    change those for one benchmark, resolve with --benchmark first (or --set schedules.NAME.lr=...).
 
     \b
     Examples:
       meid-bench recipes
       meid-bench recipes meid
-      meid-bench recipes meid --set optim.lr=1e-3 --set "optim.milestones=[30,36]" > meid-charadeslt.yaml
+      meid-bench recipes meid --benchmark charadeslt --set optim.lr=1e-3 > meid-charadeslt-lr1e-3.yaml
       meid-bench recipes late_avg --json
     """
     import yaml
@@ -33,7 +36,7 @@ def recipes(recipe: str | None, overrides: tuple[str, ...], as_json: bool) -> No
     from meid_bench.train.config import apply_overrides, list_recipes, load_recipe, recipes_dir
 
     if recipe is None:
-        if overrides:
+        if overrides or benchmark:
             raise MeidBenchError("recipes: --set needs a RECIPE to apply to, e.g. `meid-bench recipes meid --set "
                                  "optim.lr=1e-3`")
         shipped = [load_recipe(name) for name in list_recipes()]
@@ -46,7 +49,14 @@ def recipes(recipe: str | None, overrides: tuple[str, ...], as_json: bool) -> No
         for item in shipped:
             click.echo(f"  {item.name:<{width}}  {item.description}")
         return
-    resolved = apply_overrides(load_recipe(recipe), overrides).to_dict()
+    from meid_bench.build.protocol import BENCHMARKS
+
+    loaded = load_recipe(recipe)
+    if benchmark is not None:
+        if benchmark not in BENCHMARKS:
+            raise MeidBenchError(f"--benchmark {benchmark}: unknown benchmark; one of {', '.join(BENCHMARKS)}")
+        loaded = loaded.for_benchmark(benchmark)
+    resolved = apply_overrides(loaded, overrides).to_dict()
     plain = json.loads(json.dumps(resolved))  # tuples to lists, for YAML
     if as_json:
         echo_json(plain)
