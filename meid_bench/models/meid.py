@@ -11,8 +11,8 @@ Data flow (docs/models.md gives each decision and its reason):
   the instance batch (the teacher, detached);
 - expert 2, on the class-balanced batch: expert 1's attention module scores the frames (no gradient: selection is
   discrete), complementary frame selection keeps the ``cfs_ratio`` fraction with the LOWEST attention in time
-  order, a motion module adds features from the temporal differences of those frames' embeddings, then its own
-  attention pooling and classifier over all classes;
+  order, a motion module adds features from the temporal differences of those frames' embeddings, then pooling
+  with the inherited attention (or its own, ``expert2_pooling``) and a classifier over all classes;
 - inference: both experts on the same videos, fused (mean of probabilities by default).
 """
 
