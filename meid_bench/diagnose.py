@@ -80,8 +80,12 @@ def mirrored_pair_ap(scores: np.ndarray, targets: np.ndarray, pairs: Sequence[tu
     return float(np.mean(values)), float(np.mean(chances)), len(values)
 
 
-def pairs_for(store: FeatureStore, split: Split, annotations: str | os.PathLike | None) -> list[tuple[int, int]]:
-    """Class-index pairs: from ``annotations`` when given, else those the (v2) store records."""
+def pairs_for(store: FeatureStore, split: Split, annotations: str | os.PathLike | None, required: bool = True
+              ) -> list[tuple[int, int]] | None:
+    """Class-index pairs: from ``annotations`` when given, else those the (v2) store records.
+
+    A store that records none (simulator v1, extracted features) without ``annotations`` is an error when the pairs
+    are ``required``; otherwise None (no pair AP for the run)."""
     keys = [str(key) for key in split.classes["class_key"]]
     if annotations is not None:
         from meid_bench.build.features.synth_v2 import read_class_structure
@@ -91,6 +95,8 @@ def pairs_for(store: FeatureStore, split: Split, annotations: str | os.PathLike 
         params = json.loads(store.attrs.get("params", "{}") or "{}")
         named = [tuple(pair) for pair in params.get("mirrored_pairs", [])]
         if not named:
+            if not required:
+                return None
             raise MeidBenchError(f"{store.path}: records no mirrored class pairs (not a simulator-v2 store); pass "
                                  "--annotations DIR, the Charades folder with the class mapping and verb files")
     index = {key: i for i, key in enumerate(keys)}
@@ -200,9 +206,15 @@ def diagnose_run(run_dir: str | os.PathLike, annotations: str | os.PathLike | No
     video_ids, scores = read_predictions(source, [str(k) for k in split.classes["class_key"]])
     order = {v: i for i, v in enumerate(split.table("test")["video_id"])}
     targets = split.multi_hot("test")[[order[v] for v in video_ids]]
-    diagnosis.pair_ap, diagnosis.pair_chance, diagnosis.pairs_evaluated = mirrored_pair_ap(
-        scores, targets, pairs_for(store, split, annotations))
-    if frames and (run.path / "checkpoints" / "best.pt").is_file():
+    checkpoint = run.path / "checkpoints" / "best.pt"
+    # Without pairs the frame diagnostics still apply (VideoLT, extracted features); with --no-frames nothing would.
+    pairs = pairs_for(store, split, annotations, required=not (frames and checkpoint.is_file()))
+    if pairs is None:
+        diagnosis.extra["pair_ap"] = (f"{store.path} records no mirrored class pairs; pass --annotations DIR (a "
+                                      "Charades folder with the class mapping and verb files) for the pair AP")
+    else:
+        diagnosis.pair_ap, diagnosis.pair_chance, diagnosis.pairs_evaluated = mirrored_pair_ap(scores, targets, pairs)
+    if frames and checkpoint.is_file():
         found = frame_diagnostics(run, split, store, subset, max_videos)
         for key in ("cfs_retention", "cfs_ratio", "background_share", "attention_by_activity",
                     "attention_norm_spearman"):
@@ -235,6 +247,8 @@ def format_table(diagnoses: Sequence[Diagnosis]) -> str:
             att = "n/a"
         rho = f"{d.attention_norm_spearman:14.3f}" if d.attention_norm_spearman is not None else f"{'n/a':>14}"
         lines.append(f"{d.run[:40]:<40} {pair}  {cfs:<48} {att:<42} {rho}")
+    notes = sorted({d.extra["pair_ap"] for d in diagnoses if "pair_ap" in d.extra})
+    lines.extend(f"pair AP n/a: {note}" for note in notes)
     return "\n".join(lines)
 
 

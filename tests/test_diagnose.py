@@ -77,3 +77,11 @@ def test_diagnose_cli_writes_json_and_needs_pairs(meid_run, tmp_path):
     assert bad.exit_code == 2 and "--annotations" in bad.output
     ok = runner.invoke(main, ["diagnose", str(copy), "--no-frames", "--annotations", str(meid_run.parent / "ann")])
     assert ok.exit_code == 0, ok.output
+    # With a checkpoint, a store without pairs still gets the frame diagnostics; the pair AP is n/a, and said why.
+    (copy / "checkpoints").mkdir()
+    (copy / "checkpoints" / "best.pt").write_bytes((meid_run / "checkpoints" / "best.pt").read_bytes())
+    framed = diagnose_run(copy, max_videos=20)
+    assert framed.pair_ap is None and framed.cfs_retention is not None
+    shown = runner.invoke(main, ["diagnose", str(copy), "--max-videos", "20"])
+    assert shown.exit_code == 0, shown.output
+    assert "pair AP n/a" in shown.output and "--annotations" in shown.output
