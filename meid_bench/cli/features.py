@@ -184,12 +184,26 @@ def info(store_path: Path, split_dir: Path | None) -> None:
               help="Feature store [default: SPLIT/features.h5].")
 @click.option("--train-subset", type=click.Choice(["train", "val"]), default="train", show_default=True)
 @click.option("--eval-subset", type=click.Choice(["val", "test"]), default="test", show_default=True)
-def probe(split_dir: Path, store_path: Path | None, train_subset: str, eval_subset: str) -> None:
+@click.option("--mirrored-pairs", is_flag=True,
+              help="Instead: the temporal-order control on mirrored class pairs (same object, opposite verbs).")
+@click.option("--annotations", type=click.Path(path_type=Path), default=None,
+              help="With --mirrored-pairs: Charades folder with the class mapping and verb files [default: the "
+                   "pairs a simulator-v2 store records].")
+@click.option("--alone", is_flag=True,
+              help="With --mirrored-pairs: only frames on which the pair's class is the one active class (needs "
+                   "per-frame labels).")
+def probe(split_dir: Path, store_path: Path | None, train_subset: str, eval_subset: str, mirrored_pairs: bool,
+          annotations: Path | None, alone: bool) -> None:
     """Linear probe on mean-pooled features: per-group mAP against chance (a sanity check of a store).
 
+    With --mirrored-pairs: for each mirrored class pair, a probe on the frames of one segment tells the two
+    classes apart from order-blind [mean, |second half - first half|] and from order-aware [mean, second half -
+    first half] descriptors of the same size; AP averaged over pairs, and the order gain with its 95% interval.
+
     \b
-    Example:
+    Examples:
       meid-bench features probe --split splits/charadeslt
+      meid-bench features probe --split splits/charadeslt --mirrored-pairs --annotations data/charades
     """
     from meid_bench.build.features import default_feature_path
     from meid_bench.build.features.probe import linear_probe
@@ -199,6 +213,20 @@ def probe(split_dir: Path, store_path: Path | None, train_subset: str, eval_subs
     split = load_split(split_dir)
     store = FeatureStore(default_feature_path(split_dir) if store_path is None else store_path)
     store.check_split(split, subsets=(train_subset, eval_subset))
+    if alone and not mirrored_pairs:
+        raise click.UsageError("--alone applies to --mirrored-pairs only")
+    if mirrored_pairs:
+        from meid_bench.build.features.probe import mirrored_pair_probe, mirrored_pairs_of
+
+        pairs = mirrored_pairs_of(store, [str(k) for k in split.classes["class_key"]], annotations)
+        found = mirrored_pair_probe(split, store, pairs, train_subset, eval_subset, alone=alone)
+        low, high = found["order_gain_ci95"]
+        interval = f"[95% CI {low:+.3f}, {high:+.3f}]" if found["pairs"] > 1 else "(one pair: no interval)"
+        click.echo(f"mirrored-pair probe on {'frames of one class alone' if alone else 'segment frames'} "
+                   f"({train_subset} -> {eval_subset}, {found['pairs']} pairs): AP order-blind "
+                   f"{found['order_blind']:.3f}, order-aware {found['order_aware']:.3f}, chance {found['chance']:.3f}; "
+                   f"order gain {found['order_gain']:+.3f} {interval}")
+        return
     result = linear_probe(split, store, train_subset, eval_subset)
     click.echo(f"linear probe on mean-pooled frames ({train_subset} -> {eval_subset}, {result['evaluated']} classes "
                "evaluated)")

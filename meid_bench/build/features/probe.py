@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from meid_bench.build.features.frames import frame_times
 from meid_bench.errors import MeidBenchError
 
 
@@ -68,3 +69,106 @@ def linear_probe(split: Any, store: Any, train_subset: str = "train", eval_subse
     result["chance"] = float(chance[keep].mean()) if keep.any() else float("nan")
     result["chance_per_class"] = chance
     return result
+
+
+def mirrored_pairs_of(store: Any, class_keys: list[str], annotations: Any = None) -> list[tuple[str, str]]:
+    """Mirrored class-key pairs (same object, opposite verbs): from a Charades annotation folder when given, else
+    those a simulator-v2 store records; an error when neither has any."""
+    if annotations is not None:
+        from meid_bench.build.features.synth_v2 import read_class_structure
+
+        return list(read_class_structure(annotations, class_keys).mirrored_pairs(class_keys))
+    import json
+
+    named = [tuple(pair) for pair in json.loads(store.attrs.get("params", "{}") or "{}").get("mirrored_pairs", [])]
+    if not named:
+        raise MeidBenchError(f"{store.path}: records no mirrored class pairs (not a simulator-v2 store); pass "
+                             "--annotations DIR, the Charades folder with the class mapping and verb files")
+    return named  # type: ignore[return-value]
+
+
+def segment_descriptors(store: Any, table: Any, classes: set[int], alone: bool = False
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every annotated segment of a class in ``classes`` with at least two stored frames: the class, the mean of
+    its frames, and the mean of its second half minus the mean of its first half. Frames belong to a segment as in
+    the simulator (frame centre times at the store's frame rate, or spread over the video's duration). ``alone``
+    keeps only the segment's frames on which no other class is active (from the store's per-frame labels), so that
+    the order of co-occurring actions cannot tell anything."""
+    if alone and not store.has_frame_labels:
+        raise MeidBenchError(f"{store.path}: holds no per-frame labels, which frames of one class alone need; "
+                             "synthesise or pack the store with --frame-labels")
+    labels, means, halves = [], [], []
+    fps = store.fps
+    for video in table.itertuples(index=False):
+        wanted = [i for i, c in enumerate(video.segment_classes) if int(c) in classes]
+        if not wanted:
+            continue
+        position = store.index_of(video.video_id)
+        frames = store.read_at(position).astype(np.float64)
+        busy = store.read_frame_labels_at(position).astype(bool).sum(axis=1) if alone else None
+        times = frame_times(len(frames), fps, float(video.duration) if video.duration == video.duration else None)
+        for i in wanted:
+            lo = int(np.searchsorted(times, video.segment_starts[i], side="left"))
+            hi = int(np.searchsorted(times, video.segment_ends[i], side="left"))
+            rows = np.arange(lo, hi) if busy is None else lo + np.flatnonzero(busy[lo:hi] == 1)
+            if len(rows) < 2:
+                continue
+            segment = frames[rows]
+            middle = len(segment) // 2
+            labels.append(int(video.segment_classes[i]))
+            means.append(segment.mean(axis=0))
+            halves.append(segment[middle:].mean(axis=0) - segment[:middle].mean(axis=0))
+    if not labels:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, store.dim)), np.zeros((0, store.dim))
+    return np.array(labels), np.stack(means), np.stack(halves)
+
+
+def mirrored_pair_probe(split: Any, store: Any, pairs: list[tuple[str, str]], train_subset: str = "train",
+                        eval_subset: str = "test", ridge: float = 1.0, alone: bool = False) -> dict[str, Any]:
+    """Can a linear probe tell the two classes of a mirrored pair apart from the frames of one of their segments?
+
+    Two descriptors of the same size per segment: order-blind [mean, |second half - first half|] (unchanged when
+    the segment is played backwards) and order-aware [mean, second half - first half]. One ridge classifier per
+    pair and descriptor (a's segments against b's, standardised with training statistics); AP of telling a from b
+    and b from a on ``eval_subset``, averaged over both directions and over the pairs with evaluation segments of
+    both classes. When the two classes differ only in temporal order (simulator v2), only the order-aware probe
+    beats chance; when their frames differ (simulator v1, real features), both do, and equally when nothing about
+    order tells them apart. ``order_gain``: order-aware minus order-blind AP, mean over the pairs with its 95%
+    t-interval over pairs (``order_gain_ci95``). ``alone``: see :func:`segment_descriptors`.
+    """
+    keys = [str(k) for k in split.classes["class_key"]]
+    index = {key: i for i, key in enumerate(keys)}
+    pairs_idx = [(index[a], index[b]) for a, b in pairs if a in index and b in index]
+    if not pairs_idx:
+        raise MeidBenchError(f"{split.path}: none of the {len(pairs)} mirrored pairs has both classes in the split")
+    classes = {c for pair in pairs_idx for c in pair}
+    train = segment_descriptors(store, split.table(train_subset), classes, alone)
+    test = segment_descriptors(store, split.table(eval_subset), classes, alone)
+    results: dict[str, list[float]] = {"order_blind": [], "order_aware": [], "chance": []}
+    for a, b in pairs_idx:
+        fit = np.isin(train[0], (a, b))
+        score = np.isin(test[0], (a, b))
+        is_a_fit, is_a = train[0][fit] == a, test[0][score] == a
+        if is_a_fit.all() or not is_a_fit.any() or is_a.all() or not is_a.any():
+            continue
+        for name, transform in (("order_blind", np.abs), ("order_aware", lambda x: x)):
+            x_fit = np.hstack([train[1][fit], transform(train[2][fit])])
+            x_eval = np.hstack([test[1][score], transform(test[2][score])])
+            mean, std = x_fit.mean(axis=0), x_fit.std(axis=0) + 1e-6
+            x_fit = np.hstack([(x_fit - mean) / std, np.ones((len(x_fit), 1))])
+            x_eval = np.hstack([(x_eval - mean) / std, np.ones((len(x_eval), 1))])
+            weights = np.linalg.solve(x_fit.T @ x_fit + ridge * np.eye(x_fit.shape[1]),
+                                      x_fit.T @ np.where(is_a_fit, 1.0, -1.0))
+            s = x_eval @ weights
+            results[name].append((average_precision(s, is_a) + average_precision(-s, ~is_a)) / 2)
+        results["chance"].append((is_a.mean() + (~is_a).mean()) / 2)
+    if not results["chance"]:
+        raise MeidBenchError(f"{split.path}: no mirrored pair has segments of both classes in {train_subset} and "
+                             f"{eval_subset}")
+    from scipy.stats import t as student_t
+
+    gain = np.array(results["order_aware"]) - np.array(results["order_blind"])
+    half = (float(student_t.ppf(0.975, len(gain) - 1) * gain.std(ddof=1) / np.sqrt(len(gain)))
+            if len(gain) > 1 else float("nan"))
+    return {"pairs": len(gain), **{k: float(np.mean(v)) for k, v in results.items()},
+            "order_gain": float(gain.mean()), "order_gain_ci95": (float(gain.mean() - half), float(gain.mean() + half))}
