@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from meid_bench.errors import MeidBenchError
@@ -25,6 +26,7 @@ from meid_bench.models import (
 from meid_bench.models.layers import pool
 from meid_bench.models.meid import (
     MotionModule,
+    windowed_differences,
     frames_to_keep,
     fuse_logits,
     lowest_attention_frames,
@@ -278,6 +280,23 @@ def test_motion_module_adds_a_bottleneck_map_of_differences_between_consecutive_
     expected = frames + torch.tensor([[[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]]])
     torch.testing.assert_close(motion(frames), expected)
     assert make_meid().motion.down.out_features == H // 4
+
+
+def test_motion_span_compares_the_means_of_windows_after_and_before_each_frame():
+    frames = torch.randn(2, 9, 4)
+    differences = windowed_differences(frames, 3)
+    torch.testing.assert_close(differences[:, 0], torch.zeros(2, 4))
+    torch.testing.assert_close(differences[:, 4], frames[:, 4:7].mean(1) - frames[:, 1:4].mean(1))
+    torch.testing.assert_close(differences[:, 1], frames[:, 1:4].mean(1) - frames[:, 0])  # cut at the start
+    torch.testing.assert_close(differences[:, 8], frames[:, 8] - frames[:, 5:8].mean(1))  # and at the end
+    # A steady change adds up over the windows while the per-frame noise averages away.
+    ramp = torch.linspace(0, 1, 9).view(1, 9, 1).expand(1, 9, 4)
+    assert windowed_differences(ramp, 4)[0, 4, 0] == pytest.approx(4 * (ramp[0, 1, 0] - ramp[0, 0, 0]).item())
+    one = MotionModule(4, 2, span=1)
+    torch.testing.assert_close(windowed_differences(frames, 1), F.pad(frames[:, 1:] - frames[:, :-1], (0, 0, 1, 0)))
+    assert make_meid(motion_span=3).motion.span == 3 and one.span == 1
+    with pytest.raises(MeidBenchError, match="motion_span: must be a positive integer"):
+        make_meid(motion_span=0)
 
 
 def test_fusion_modes():

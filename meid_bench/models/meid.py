@@ -67,6 +67,7 @@ class MEIDConfig(BaseModelConfig):
     frame_selection: Literal["complementary", "random"] = "complementary"  # random = ablation
     cfs_ratio: float = 0.75  # fraction of frames expert 2 keeps (tuned on validation)
     motion: bool = True  # motion module on/off (ablation)
+    motion_span: int = 1  # frames averaged on each side of a motion difference (1: consecutive frames)
     expert2_pooling: Literal["attention", "inherited", "mean"] = "inherited"
     fusion: Literal["mean_logit", "mean_prob", "expert1", "expert2"] = "mean_prob"
     fusion_weight: float = 0.5  # weight of expert 2 in the fusion (best on validation)
@@ -84,6 +85,8 @@ class MEIDConfig(BaseModelConfig):
             found.append(("cfs_ratio", f"must be in (0, 1], got {self.cfs_ratio}"))
         if self.distill_weight < 0.0:
             found.append(("distill_weight", f"must be >= 0, got {self.distill_weight}"))
+        if self.motion_span < 1:
+            found.append(("motion_span", f"must be a positive integer, got {self.motion_span}"))
         if self.distill_frames < 2:
             found.append(("distill_frames", f"must be >= 2, got {self.distill_frames}"))
         if not 0.0 <= self.fusion_weight <= 1.0:
@@ -122,22 +125,41 @@ def random_frames(batch: int, num_frames: int, keep: int, device: torch.device) 
 
 
 class MotionModule(nn.Module):
-    """Motion features for the selected frames: e_t + up(ReLU(down(e_t - e_{t-1}))) over the selected frames.
+    """Motion features for the selected frames: e_t + ReLU(up(ReLU(down(d_t)))) over the selected frames in time order.
 
-    Differences are taken between consecutive *selected* frames in time order (the first has none: zero), so the
-    module sees how the unsolved part of the video changes. A bottleneck MLP (H -> r -> H, r = H/4 by default, as
-    the necks) maps each difference: two H x r products per selected frame instead of one H x H (the step-time
-    goal of docs/performance.md).
+    d_t is the mean of the ``span`` selected frames from t on minus the mean of the ``span`` frames before t (windows
+    cut at the ends; zero at the first frame). With span 1 it is the difference of consecutive selected frames
+    e_t - e_{t-1}: how the unsolved part of the video changes. A longer span averages the frame noise away on both
+    sides while a steady change adds up, so slow changes over a segment become visible. A bottleneck MLP (H -> r ->
+    H, r = H/4 by default, as the necks) maps each difference: two H x r products per selected frame instead of one
+    H x H (the step-time goal of docs/performance.md).
     """
 
-    def __init__(self, hidden: int, bottleneck: int) -> None:
+    def __init__(self, hidden: int, bottleneck: int, span: int = 1) -> None:
         super().__init__()
+        self.span = span
         self.down = nn.Linear(hidden, bottleneck)
         self.up = nn.Linear(bottleneck, hidden)
 
     def forward(self, frames: Tensor) -> Tensor:
-        differences = F.pad(frames[:, 1:] - frames[:, :-1], (0, 0, 1, 0))
+        if self.span == 1:
+            differences = F.pad(frames[:, 1:] - frames[:, :-1], (0, 0, 1, 0))
+        else:
+            differences = windowed_differences(frames, self.span)
         return frames + F.relu(self.up(F.relu(self.down(differences))))
+
+
+def windowed_differences(frames: Tensor, span: int) -> Tensor:
+    """[B, T, H]: mean of frames t..t+span-1 minus mean of frames t-span..t-1, windows cut at the ends; 0 at t = 0."""
+    length = frames.shape[1]
+    totals = F.pad(frames.cumsum(dim=1), (0, 0, 1, 0))  # totals[:, i] = sum of frames[:, :i]
+    t = torch.arange(length, device=frames.device)
+    after_end, before_start = (t + span).clamp(max=length), (t - span).clamp(min=0)
+    after = (totals[:, after_end] - totals[:, t]) / (after_end - t).unsqueeze(-1).to(frames.dtype)
+    before = (totals[:, t] - totals[:, before_start]) / (t - before_start).clamp(min=1).unsqueeze(-1).to(frames.dtype)
+    differences = after - before
+    differences[:, 0] = 0.0
+    return differences
 
 
 def fuse_logits(expert1: Tensor, expert2: Tensor, mode: str, weight: float) -> Tensor:
@@ -214,7 +236,7 @@ class MEID(VideoModel):
             if config.motion:
                 motion_bottleneck = config.motion_bottleneck if config.motion_bottleneck is not None else bottleneck_of(
                     hidden)
-                self.motion = MotionModule(hidden, motion_bottleneck)
+                self.motion = MotionModule(hidden, motion_bottleneck, config.motion_span)
             self.expert2_classifier = Classifier(hidden, num_classes)
 
     @classmethod
