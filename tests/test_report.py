@@ -105,6 +105,18 @@ def test_single_run(project, tmp_path):
     assert result.exit_code == 0, result.output
     files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
     assert len(files) == 3 + len(FORMATS) * len(FIGURES)
+    # A sweep's log beside its run folder is skipped (so `report runs/*` works); any other file is an error.
+    log = project / "runs" / "beta.log"
+    log.write_text("epoch 1/1 ...\n")
+    try:
+        logged = CliRunner().invoke(main, ["report", str(project / "runs" / "beta"), str(log), "--out",
+                                           str(tmp_path / "two")])
+        assert logged.exit_code == 0 and "(1 runs)" in logged.output, logged.output
+        stray = CliRunner().invoke(main, ["report", str(project / "runs" / "beta"), str(tmp_path / "two" / "index.html"),
+                                          "--out", str(tmp_path / "three")])
+        assert stray.exit_code == 2 and "no such run folder" in stray.output
+    finally:
+        log.unlink()
 
 
 def test_bad_runs_exit_2(project, report, tmp_path):

@@ -64,6 +64,11 @@ def evaluate(split_dir: Path | None, run_dir: Path | None, predictions_file: Pat
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
+def _is_sweep_log(path: Path) -> bool:
+    """``RUN.log`` beside the run folder ``RUN``, as `meid-bench sweep` writes them: ``report runs/*`` skips it."""
+    return path.suffix == ".log" and path.is_file() and (path.parent / path.stem / "run.json").is_file()
+
+
 @click.command()
 @click.argument("run_dirs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports"), show_default=True,
@@ -91,7 +96,7 @@ def report(run_dirs: tuple[Path, ...], out_dir: Path, runs_root: Path, reference
     from meid_bench.report.assemble import write_report
     from meid_bench.report.runs import find_runs
 
-    runs = list(run_dirs) if run_dirs else find_runs(runs_root)
+    runs = [path for path in run_dirs if not _is_sweep_log(path)] if run_dirs else find_runs(runs_root)
     if not runs:
         raise MeidBenchError(f"{runs_root}: holds no run folders (none with a run.json); train a run first or pass "
                              "RUN_DIR arguments")
