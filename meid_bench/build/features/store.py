@@ -457,8 +457,9 @@ class FeatureStore:
         """
         if self.split_checksum != split.checksum:
             raise MeidBenchError(f"{self.path}: made for the split with checksum {self.split_checksum[:12] or '?'}, "
-                                 f"but {split.path} has {split.checksum[:12]}; pack or synthesise the features for "
-                                 "this split")
+                                 f"but {split.path} has {split.checksum[:12]}; use the split folder the store was "
+                                 "made for (a split rebuilt by another meid-bench, NumPy, SciPy or pyarrow version "
+                                 "has another checksum), or pack or synthesise the features for this split")
         missing = set(self.missing_video_ids)
         absent = [v for subset in subsets for v in split.table(subset)["video_id"]
                   if v not in self._index and v not in missing]
