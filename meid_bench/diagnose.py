@@ -131,7 +131,7 @@ def frame_diagnostics(run: Run, split: Split, store: FeatureStore, subset: str, 
     from meid_bench.train.checkpoint import load_checkpoint
     from meid_bench.train.config import Recipe
 
-    payload = load_checkpoint(run.path / "checkpoints" / "best.pt", expect_split=split.checksum)
+    payload = load_checkpoint(run.path / "checkpoints" / "best.pt", expect_split=(split.checksum, split.manifest_sha256))
     recipe = Recipe.from_dict(payload["recipe"], where=str(run.path / "checkpoints" / "best.pt"))
     model = recipe.model.create(payload["input_dim"], payload["num_classes"],
                                 class_groups=split.classes["group"].to_numpy())

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import pytest
 import torch
 from click.testing import CliRunner
@@ -134,12 +135,34 @@ def test_existing_run_folder_needs_resume_and_checkpoints_are_checked(tiny_split
 def test_store_of_another_split_is_refused(tiny_split, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(tiny_split, other)
-    manifest = json.loads((other / "manifest.json").read_text())
-    manifest["parameters"]["seed"] = 99  # another split identity, same tables
-    (other / "manifest.json").write_text(json.dumps(manifest))
+    store = other / "features.h5"
+    with h5py.File(store, "r+") as handle:  # a store that says it was made for another split
+        handle.attrs["split_checksum"] = "0" * 64
     result = invoke("train", "--split", other, "--epochs", "1", "--out", tmp_path / "run")
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "checksum" in result.output or "split" in result.output
+    assert "made for the split with checksum 000000000000" in result.output
+
+
+def test_a_split_rebuilt_by_other_software_keeps_its_checksum_and_its_stores(tiny_split, tmp_path):
+    # The same tables with another recorded software version (as a rebuild by another meid-bench writes them):
+    # the same split checksum, so its store and runs still apply.
+    other = tmp_path / "other"
+    shutil.copytree(tiny_split, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["software"]["meid_bench"] = "9.9.9"
+    manifest["parameters"]["seed"] = 99
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    before, after = load_split(tiny_split), load_split(other)
+    assert after.checksum == before.checksum and after.manifest_sha256 != before.manifest_sha256
+    result = invoke("train", "--split", other, "--epochs", "1", "--set", "batch_size=16", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    # A store or run that recorded the manifest's sha256 (meid-bench 0.2 and earlier) is still this split's.
+    assert before.matches(before.manifest_sha256) and before.matches(before.checksum) and not before.matches("")
+    assert not before.matches(after.manifest_sha256)
+    with h5py.File(other / "features.h5", "r+") as handle:  # a store written by meid-bench 0.2 for this build
+        handle.attrs["split_checksum"] = after.manifest_sha256
+    legacy = invoke("train", "--split", other, "--epochs", "1", "--set", "batch_size=16", "--out", tmp_path / "old")
+    assert legacy.exit_code == 0, legacy.output
 
 
 def test_two_process_data_parallel_run(tiny_split, tmp_path):

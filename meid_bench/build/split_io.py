@@ -83,6 +83,17 @@ def table_content_sha256(table: pa.Table) -> str:
     return digest.hexdigest()
 
 
+def split_identity(benchmark: str, content_sha256: dict[str, str]) -> str:
+    """The split checksum: sha256 of the canonical JSON of the benchmark name and every table's content hash.
+
+    It depends on what the split holds (videos, labels, segments, classes, groups), not on how or by which software
+    versions it was written, so a split rebuilt by another meid-bench, NumPy or pyarrow version keeps its checksum
+    and the feature stores and runs made for it."""
+    record = {"format": "meid-bench-split-identity", "format_version": 1, "benchmark": benchmark,
+              "tables": {name: content_sha256[name] for name in TABLES}}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def canonical_type_name(kind: pa.DataType) -> str:
     """pyarrow's name of a type, with every list child named ``item`` (``list<item: int32>``)."""
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
@@ -154,6 +165,12 @@ class Split:
     classes: pd.DataFrame
     checksum: str = field(default="")
     content_sha256: dict[str, str] = field(default_factory=dict)
+    manifest_sha256: str = field(default="")  # the split checksum of meid-bench 0.2 and earlier
+
+    def matches(self, checksum: str) -> bool:
+        """Whether a recorded split checksum is this split's: its content identity, or the sha256 of its
+        manifest.json (what feature stores, runs and checkpoints made by meid-bench 0.2 and earlier record)."""
+        return bool(checksum) and checksum in (self.checksum, self.manifest_sha256)
 
     @property
     def name(self) -> str:
@@ -275,8 +292,8 @@ def load_split(path: str | os.PathLike, verify: bool = True) -> Split:
         raise MeidBenchError(f"{manifest_path}: field 'num_classes' is {declared}, classes.parquet has {num_classes} "
                              f"rows; {split_check.REBUILD}")
     frames = {name: table.to_pandas() for name, table in tables.items()}
-    return Split(path=path, manifest=manifest, checksum=hashlib.sha256(raw).hexdigest(), content_sha256=hashes,
-                 **frames)
+    return Split(path=path, manifest=manifest, checksum=split_identity(str(manifest["benchmark"]), hashes),
+                 content_sha256=hashes, manifest_sha256=hashlib.sha256(raw).hexdigest(), **frames)
 
 
 def _read_table(path: Path) -> pa.Table:

@@ -106,7 +106,7 @@ def load_run_split(run: Run, override: str | os.PathLike | None = None,
         split = load_split(path)
         if cache is not None:
             cache[key] = split
-    if split.checksum != run.split_checksum:
+    if not split.matches(run.split_checksum):
         raise MeidBenchError(f"{run.path / 'run.json'}: split.checksum {run.split_checksum[:12]}... does not match "
                              f"the split folder {path} ({split.checksum[:12]}...): the run was made on another "
                              "split or the split was rebuilt; evaluate with the split the run was trained on")
@@ -169,7 +169,7 @@ def read_metrics(path: Path, split: Split, subset: str = "test") -> dict:
     """Read a metrics file written by ``meid-bench evaluate`` or training, checking its split and subset."""
     metrics = read_record(path, METRICS_FORMAT, None, "evaluate the run again with --force")
     check_metrics_record(metrics, path, split.num_classes)
-    if metrics["split_checksum"] != split.checksum:
+    if not split.matches(metrics["split_checksum"]):
         raise MeidBenchError(f"{path}: split_checksum does not match the run's split {split.path}; the metrics are "
                              "from another split, evaluate the run again with --force")
     if metrics["subset"] != subset:

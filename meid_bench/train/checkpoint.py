@@ -42,10 +42,11 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     os.replace(staging, path)
 
 
-def load_checkpoint(path: Path, expect_model: str | None = None, expect_split: str | None = None, *,
+def load_checkpoint(path: Path, expect_model: str | None = None,
+                    expect_split: str | tuple[str, ...] | None = None, *,
                     expect_input_dim: int | None = None, expect_num_classes: int | None = None) -> dict[str, Any]:
     """Load and check a checkpoint; a damaged file, another format, model, split, feature dimension or number of
-    classes is a clear error."""
+    classes is a clear error. ``expect_split``: the split checksum, or the checksums that identify the split."""
     path = Path(path)
     if not path.is_file():
         raise MeidBenchError(f"{path}: no such checkpoint")
@@ -71,7 +72,8 @@ def load_checkpoint(path: Path, expect_model: str | None = None, expect_split: s
     if expect_model is not None and model_name != expect_model:
         raise MeidBenchError(f"{path}: checkpoint of model {model_name!r}, but the recipe trains {expect_model!r}; "
                              "use the recipe the run was started with")
-    if expect_split is not None and payload["split_checksum"] != expect_split:
+    accepted = (expect_split,) if isinstance(expect_split, str) else tuple(expect_split or ())
+    if expect_split is not None and payload["split_checksum"] not in accepted:
         raise MeidBenchError(f"{path}: checkpoint trained on another split (checksum "
                              f"{payload['split_checksum'][:16]}), not the one given with --split")
     if expect_input_dim is not None and payload["input_dim"] != expect_input_dim:

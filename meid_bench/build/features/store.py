@@ -455,11 +455,10 @@ class FeatureStore:
 
         The store may hold more videos than the split.
         """
-        if self.split_checksum != split.checksum:
+        if not split.matches(self.split_checksum):
             raise MeidBenchError(f"{self.path}: made for the split with checksum {self.split_checksum[:12] or '?'}, "
-                                 f"but {split.path} has {split.checksum[:12]}; use the split folder the store was "
-                                 "made for (a split rebuilt by another meid-bench, NumPy, SciPy or pyarrow version "
-                                 "has another checksum), or pack or synthesise the features for this split")
+                                 f"but {split.path} has {split.checksum[:12]} (other videos, labels, segments or "
+                                 "classes); pack or synthesise the features for this split")
         missing = set(self.missing_video_ids)
         absent = [v for subset in subsets for v in split.table(subset)["video_id"]
                   if v not in self._index and v not in missing]
