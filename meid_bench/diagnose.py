@@ -18,7 +18,6 @@ per-frame labels from the store or from the split's segments at the store's fram
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from meid_bench.build.features.frames import active_classes, frame_times
+from meid_bench.build.features.probe import mirrored_pairs_of
 from meid_bench.build.features.store import FeatureStore
 from meid_bench.build.split_io import Split
 from meid_bench.errors import MeidBenchError
@@ -87,18 +87,9 @@ def pairs_for(store: FeatureStore, split: Split, annotations: str | os.PathLike 
     A store that records none (simulator v1, extracted features) without ``annotations`` is an error when the pairs
     are ``required``; otherwise None (no pair AP for the run)."""
     keys = [str(key) for key in split.classes["class_key"]]
-    if annotations is not None:
-        from meid_bench.build.features.synth_v2 import read_class_structure
-
-        named = read_class_structure(annotations, keys).mirrored_pairs(keys)
-    else:
-        params = json.loads(store.attrs.get("params", "{}") or "{}")
-        named = [tuple(pair) for pair in params.get("mirrored_pairs", [])]
-        if not named:
-            if not required:
-                return None
-            raise MeidBenchError(f"{store.path}: records no mirrored class pairs (not a simulator-v2 store); pass "
-                                 "--annotations DIR, the Charades folder with the class mapping and verb files")
+    named = mirrored_pairs_of(store, keys, annotations, required)
+    if named is None:
+        return None
     index = {key: i for i, key in enumerate(keys)}
     return [(index[a], index[b]) for a, b in named if a in index and b in index]
 
@@ -131,7 +122,7 @@ def frame_diagnostics(run: Run, split: Split, store: FeatureStore, subset: str, 
     from meid_bench.train.checkpoint import load_checkpoint
     from meid_bench.train.config import Recipe
 
-    payload = load_checkpoint(run.path / "checkpoints" / "best.pt", expect_split=(split.checksum, split.manifest_sha256))
+    payload = load_checkpoint(run.path / "checkpoints" / "best.pt", expect_split=split.accepted_checksums)
     recipe = Recipe.from_dict(payload["recipe"], where=str(run.path / "checkpoints" / "best.pt"))
     model = recipe.model.create(payload["input_dim"], payload["num_classes"],
                                 class_groups=split.classes["group"].to_numpy())

@@ -167,10 +167,15 @@ class Split:
     content_sha256: dict[str, str] = field(default_factory=dict)
     manifest_sha256: str = field(default="")  # the split checksum of meid-bench 0.2 and earlier
 
+    @property
+    def accepted_checksums(self) -> tuple[str, str]:
+        """The split checksums that name this split: its content identity, and the sha256 of its manifest.json
+        (what feature stores, runs and checkpoints made by meid-bench 0.2 and earlier record)."""
+        return self.checksum, self.manifest_sha256
+
     def matches(self, checksum: str) -> bool:
-        """Whether a recorded split checksum is this split's: its content identity, or the sha256 of its
-        manifest.json (what feature stores, runs and checkpoints made by meid-bench 0.2 and earlier record)."""
-        return bool(checksum) and checksum in (self.checksum, self.manifest_sha256)
+        """Whether a recorded split checksum is this split's (one of :attr:`accepted_checksums`)."""
+        return bool(checksum) and checksum in self.accepted_checksums
 
     @property
     def name(self) -> str:

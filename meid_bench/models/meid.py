@@ -142,7 +142,7 @@ class MotionModule(nn.Module):
         self.up = nn.Linear(bottleneck, hidden)
 
     def forward(self, frames: Tensor) -> Tensor:
-        if self.span == 1:
+        if self.span == 1:  # the direct difference: cumulative sums would round differently from earlier runs
             differences = F.pad(frames[:, 1:] - frames[:, :-1], (0, 0, 1, 0))
         else:
             differences = windowed_differences(frames, self.span)

@@ -111,6 +111,14 @@ class SamplerConfig:
         return []
 
 
+def _lr_and_milestone_problems(lr: float, milestones: tuple[int, ...]) -> list[tuple[str, str]]:
+    """Problems of a learning rate and its decay epochs (shared by ``optim`` and a benchmark's schedule)."""
+    found = [("lr", f"must be > 0, got {lr}")] if lr <= 0 else []
+    if list(milestones) != sorted(set(milestones)) or any(m < 1 for m in milestones):
+        found.append(("milestones", f"must be strictly increasing positive epochs, got {list(milestones)}"))
+    return found
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     """Adam(W) with a step schedule (x gamma at each milestone epoch) and gradient-norm clipping (null: none)."""
@@ -123,13 +131,9 @@ class OptimConfig:
     clip_grad_norm: float | None = 20.0
 
     def problems(self) -> list[tuple[str, str]]:
-        found = []
-        if self.lr <= 0:
-            found.append(("lr", f"must be > 0, got {self.lr}"))
+        found = _lr_and_milestone_problems(self.lr, self.milestones)
         if self.weight_decay < 0:
             found.append(("weight_decay", f"must be >= 0, got {self.weight_decay}"))
-        if list(self.milestones) != sorted(set(self.milestones)) or any(m < 1 for m in self.milestones):
-            found.append(("milestones", f"must be strictly increasing positive epochs, got {list(self.milestones)}"))
         if not 0 < self.gamma <= 1:
             found.append(("gamma", f"must be in (0, 1], got {self.gamma}"))
         if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
@@ -164,14 +168,10 @@ class ScheduleConfig:
     milestones: tuple[int, ...]
 
     def problems(self) -> list[tuple[str, str]]:
-        found = []
-        if self.epochs < 1:
-            found.append(("epochs", f"must be >= 1, got {self.epochs}"))
-        if self.lr <= 0:
-            found.append(("lr", f"must be > 0, got {self.lr}"))
-        if list(self.milestones) != sorted(set(self.milestones)) or any(m < 1 for m in self.milestones):
-            found.append(("milestones", f"must be strictly increasing positive epochs, got {list(self.milestones)}"))
-        elif any(m >= self.epochs for m in self.milestones):
+        found = [("epochs", f"must be >= 1, got {self.epochs}")] if self.epochs < 1 else []
+        found += _lr_and_milestone_problems(self.lr, self.milestones)
+        ordered = not any(name == "milestones" for name, _ in found)
+        if ordered and any(m >= self.epochs for m in self.milestones):
             found.append(("milestones", f"must be before the last epoch ({self.epochs}), got {list(self.milestones)}"))
         return found
 

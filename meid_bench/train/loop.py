@@ -213,7 +213,7 @@ class Trainer:
         self.start_epoch, self.best = 0, {"epoch": -1, "val_mAP": -1.0}
         if self.resume:
             last = load_checkpoint(self.run_dir / "checkpoints" / "last.pt", recipe.model.name,
-                                   (split.checksum, split.manifest_sha256),
+                                   split.accepted_checksums,
                                    expect_input_dim=self.store.dim, expect_num_classes=num_classes)
             if self.dist.is_main:  # after the checkpoint's own checks, which name a wrong store more precisely
                 self._check_same_features()
@@ -315,7 +315,7 @@ class Trainer:
 
     def _finish(self) -> None:
         best_path = self.run_dir / "checkpoints" / "best.pt"
-        best = load_checkpoint(best_path, self.recipe.model.name, (self.split.checksum, self.split.manifest_sha256),
+        best = load_checkpoint(best_path, self.recipe.model.name, self.split.accepted_checksums,
                                expect_input_dim=self.store.dim, expect_num_classes=self.split.num_classes)
         check_state_dict(best["model"], self.model, best_path, "model")
         self.model.load_state_dict(best["model"])

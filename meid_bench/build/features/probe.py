@@ -37,6 +37,16 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
     return float(precision[hits].sum() / count)
 
 
+def ridge_scores(x_fit: np.ndarray, y_fit: np.ndarray, x_eval: np.ndarray, ridge: float) -> np.ndarray:
+    """Scores of ``x_eval`` from ridge regression on ``(x_fit, y_fit)`` (closed form, with a bias), after
+    standardising both with ``x_fit``'s statistics."""
+    mean, std = x_fit.mean(axis=0), x_fit.std(axis=0) + 1e-6
+    x_fit = np.hstack([(x_fit - mean) / std, np.ones((len(x_fit), 1))])
+    x_eval = np.hstack([(x_eval - mean) / std, np.ones((len(x_eval), 1))])
+    weights = np.linalg.solve(x_fit.T @ x_fit + ridge * np.eye(x_fit.shape[1]), x_fit.T @ y_fit)
+    return x_eval @ weights
+
+
 def linear_probe(split: Any, store: Any, train_subset: str = "train", eval_subset: str = "test",
                  ridge: float = 1.0) -> dict[str, Any]:
     """Fit on ``train_subset``, score ``eval_subset``. Returns per-class AP and chance, and their mean per group
@@ -45,16 +55,9 @@ def linear_probe(split: Any, store: Any, train_subset: str = "train", eval_subse
     eval_ids = list(split.table(eval_subset)["video_id"])
     if not train_ids or not eval_ids:
         raise MeidBenchError(f"{split.path}: the probe needs videos in {train_subset} and {eval_subset}")
-    x_train, x_eval = mean_pooled(store, train_ids), mean_pooled(store, eval_ids)
-    mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
-    x_train, x_eval = (x_train - mean) / std, (x_eval - mean) / std
     y_train = split.multi_hot(train_subset).astype(np.float64) * 2 - 1
     y_eval = split.multi_hot(eval_subset)
-    x_train = np.hstack([x_train, np.ones((len(x_train), 1))])
-    x_eval = np.hstack([x_eval, np.ones((len(x_eval), 1))])
-    gram = x_train.T @ x_train + ridge * np.eye(x_train.shape[1])
-    weights = np.linalg.solve(gram, x_train.T @ y_train)
-    scores = x_eval @ weights
+    scores = ridge_scores(mean_pooled(store, train_ids), y_train, mean_pooled(store, eval_ids), ridge)
     ap = np.array([average_precision(scores[:, c], y_eval[:, c]) for c in range(split.num_classes)])
     chance = y_eval.mean(axis=0).astype(np.float64)
     chance[np.isnan(ap)] = np.nan
@@ -71,9 +74,11 @@ def linear_probe(split: Any, store: Any, train_subset: str = "train", eval_subse
     return result
 
 
-def mirrored_pairs_of(store: Any, class_keys: list[str], annotations: Any = None) -> list[tuple[str, str]]:
+def mirrored_pairs_of(store: Any, class_keys: list[str], annotations: Any = None, required: bool = True
+                      ) -> list[tuple[str, str]] | None:
     """Mirrored class-key pairs (same object, opposite verbs): from a Charades annotation folder when given, else
-    those a simulator-v2 store records; an error when neither has any."""
+    those a simulator-v2 store records. A store that records none (simulator v1, extracted features) without
+    ``annotations`` is an error when the pairs are ``required``, else None."""
     if annotations is not None:
         from meid_bench.build.features.synth_v2 import read_class_structure
 
@@ -82,6 +87,8 @@ def mirrored_pairs_of(store: Any, class_keys: list[str], annotations: Any = None
 
     named = [tuple(pair) for pair in json.loads(store.attrs.get("params", "{}") or "{}").get("mirrored_pairs", [])]
     if not named:
+        if not required:
+            return None
         raise MeidBenchError(f"{store.path}: records no mirrored class pairs (not a simulator-v2 store); pass "
                              "--annotations DIR, the Charades folder with the class mapping and verb files")
     return named  # type: ignore[return-value]
@@ -152,14 +159,8 @@ def mirrored_pair_probe(split: Any, store: Any, pairs: list[tuple[str, str]], tr
         if is_a_fit.all() or not is_a_fit.any() or is_a.all() or not is_a.any():
             continue
         for name, transform in (("order_blind", np.abs), ("order_aware", lambda x: x)):
-            x_fit = np.hstack([train[1][fit], transform(train[2][fit])])
-            x_eval = np.hstack([test[1][score], transform(test[2][score])])
-            mean, std = x_fit.mean(axis=0), x_fit.std(axis=0) + 1e-6
-            x_fit = np.hstack([(x_fit - mean) / std, np.ones((len(x_fit), 1))])
-            x_eval = np.hstack([(x_eval - mean) / std, np.ones((len(x_eval), 1))])
-            weights = np.linalg.solve(x_fit.T @ x_fit + ridge * np.eye(x_fit.shape[1]),
-                                      x_fit.T @ np.where(is_a_fit, 1.0, -1.0))
-            s = x_eval @ weights
+            s = ridge_scores(np.hstack([train[1][fit], transform(train[2][fit])]), np.where(is_a_fit, 1.0, -1.0),
+                             np.hstack([test[1][score], transform(test[2][score])]), ridge)
             results[name].append((average_precision(s, is_a) + average_precision(-s, ~is_a)) / 2)
         results["chance"].append((is_a.mean() + (~is_a).mean()) / 2)
     if not results["chance"]:
