@@ -77,6 +77,7 @@ def _worker_draws(split, store_path, workers: int, epoch: int = 0) -> list[list[
     return [batch["features"][0, :, 0].long().tolist() for batch in loader]
 
 
+@pytest.mark.determinism
 def test_workers_draw_distinct_reproducible_frames(split, store_path):
     first = _worker_draws(split, store_path, workers=2)
     assert first == _worker_draws(split, store_path, workers=2)

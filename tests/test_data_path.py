@@ -1,10 +1,12 @@
 """The batch-level data path: streamed batches (one gather per batch from the store), frames resident on the device
-loaded in chunks, the same frames on both paths, and published runs reproduced byte for byte."""
+loaded in chunks, the same frames on both paths, and published runs reproduced: the same bytes on both paths of one
+machine, the published figures within a tolerance on any machine."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 import numpy as np
 import pytest
@@ -23,17 +25,36 @@ CPU = torch.device("cpu")
 TINY = ("batch_size=16", "data.train_frames=4", "data.eval_frames=6", "optim.lr=3e-3", "model.dropout=0.1",
         "model.hidden_ratio=1.0", "model.hidden=8")
 # Recorded with the code that trained the published results (the device-resident path, before the streamed batch
-# path existed): the frames, targets and masks of two epochs of two samplers, and the metrics and logs of default
-# CPU runs on the split below. A change here changes published results; if that is intended (the model's maths
-# changed on purpose), print _draws_digest(...) and _run_digests(...) for the new code and replace the values.
+# path existed): the frames, targets and masks of two epochs of two samplers. No arithmetic makes them (stored
+# float16 frames gathered, integer draws, 0/1 targets and masks), so their bytes are the same on every CPU and stay
+# pinned. A change here changes published results; if that is intended, print _draws_digest(...) and replace it.
 RESIDENT_DRAWS_SHA256 = "0703ed3a0b086696d67ca71d4eb279cac2f7c09dc6d1de9e92ebc98ecb7d0937"
-RUN_SHA256 = {  # recipe: (metrics.json but its meid_bench_version, log.jsonl without train_seconds)
-    # MEID's maths changed on purpose with its label-routed distillation and inherited expert-2 pooling; both
-    # metrics digests changed again when the split checksum became the content identity (nothing else did).
-    "meid": ("9e0a6ea3003f8baa6d4a65ad879e15a38fc4f0b352e163a6c8f2c6c6ed76a5d7",
-             "1da47de316ed508ae1f4736eebce88fa7b015f6fc3729944670ab8ea088c0385"),
-    "late_avg": ("71ae9e1e80ce03fa9aa267c7421134d47c4af1d8d82942ad663056728cca92a1",
-                 "2680b7aea0b9ae7faec64fb3e7cb798eb1f37ac5b60731ef533f3c73ab1e9006"),
+# The published figures of two default CPU runs on the split below (torch 2.13.0): test metrics of the best epoch
+# and each epoch's logged losses and validation mAPs. Losses come out of float32 matrix kernels that PyTorch picks by
+# instruction set (AVX-512, AVX2, its portable "default" kernels, ARM), which order their sums differently: the last
+# bits differ from CPU to CPU (AVX-512 against ATEN_CPU_CAPABILITY=default: 6e-8 relative), so no digest of them can
+# be pinned. Every figure is checked within PUBLISHED_RTOL, relative; a change of the model's maths, its data or its
+# seeds moves them by far more. (mAPs only move when two scores swap places, which these runs' margins rule out.)
+# The bytes themselves are compared where they must agree: two paths of one run on one machine. If the maths change
+# on purpose, replace the figures with those _published_figures(...) returns for the new code.
+PUBLISHED_RTOL = 1e-4
+PUBLISHED = {
+    "meid": {"metrics": {"best_epoch": 1, "mAP": 0.427049, "mAP_head": 0.494398, "mAP_medium": 0.225,
+                         "mAP_tail": None, "top1": 0.0, "top5": 1.0,
+                         "per_class_ap": [0.651051, 0.582143, 0.25, 0.225, None, None]},
+             "log": [{"loss_expert1": 0.678090, "loss_distill": 0.0397836, "loss_expert2": 0.679795,
+                      "distill_distance": 0.397836, "val_mAP": 0.362857, "val_mAP_head": 0.496429,
+                      "val_mAP_medium": 0.2, "val_mAP_tail": 0.125},
+                     {"loss_expert1": 0.666741, "loss_distill": 0.0473610, "loss_expert2": 0.603699,
+                      "distill_distance": 0.473610, "val_mAP": 0.38, "val_mAP_head": 0.502381,
+                      "val_mAP_medium": 0.25, "val_mAP_tail": 0.142857}]},
+    "late_avg": {"metrics": {"best_epoch": 0, "mAP": 0.389787, "mAP_head": 0.380827, "mAP_medium": 0.416667,
+                             "mAP_tail": None, "top1": 0.7, "top5": 1.0,
+                             "per_class_ap": [0.649490, 0.392992, 0.1, 0.416667, None, None]},
+                 "log": [{"loss_classification": 0.675641, "val_mAP": 0.375071, "val_mAP_head": 0.514008,
+                          "val_mAP_medium": 0.166667, "val_mAP_tail": 0.166667},
+                         {"loss_classification": 0.657651, "val_mAP": 0.360310, "val_mAP_head": 0.497341,
+                          "val_mAP_medium": 0.142857, "val_mAP_tail": 0.166667}]},
 }
 
 
@@ -67,32 +88,74 @@ def _draws_digest(split_dir, resident: bool, workers: int = 0) -> str:
     return digest.hexdigest()
 
 
+@pytest.mark.determinism
 def test_resident_draws_are_those_of_the_published_runs(split_dir):
     assert _draws_digest(split_dir, resident=True) == RESIDENT_DRAWS_SHA256
 
 
+@pytest.mark.determinism
 @pytest.mark.parametrize("workers", [0, 1, 3])
 def test_streamed_batches_draw_the_same_frames_as_resident_ones(split_dir, workers):
     assert _draws_digest(split_dir, resident=False, workers=workers) == RESIDENT_DRAWS_SHA256
 
 
-def _run_digests(run) -> tuple[str, str]:
+def _run_record(run) -> tuple[dict, list[dict]]:
     # Every figure and field of metrics.json (all but the version that wrote it), and every logged loss and metric.
     metrics = {k: v for k, v in json.loads((run / "metrics.json").read_text()).items() if k != "meid_bench_version"}
     log = [{k: v for k, v in json.loads(line).items() if k != "train_seconds"}
            for line in (run / "log.jsonl").read_text().splitlines()]
-    return (hashlib.sha256(json.dumps(metrics, sort_keys=True).encode()).hexdigest(),
-            hashlib.sha256(json.dumps(log).encode()).hexdigest())
+    return metrics, log
 
 
+def _published_figures(run) -> dict:
+    metrics, log = _run_record(run)
+    return {"metrics": {k: metrics[k] for k in PUBLISHED["meid"]["metrics"]},
+            "log": [{k: v for k, v in record.items() if k not in ("epoch", "lr", "steps")} for record in log]}
+
+
+def _differences(got, want, where: str = "") -> list[str]:
+    """Where ``got`` departs from ``want``: floats beyond PUBLISHED_RTOL, anything else not equal."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        if set(got) != set(want):
+            return [f"{where}: keys {sorted(got)} != {sorted(want)}"]
+        return [d for key in want for d in _differences(got[key], want[key], f"{where}.{key}")]
+    if isinstance(want, list) and isinstance(got, list):
+        if len(got) != len(want):
+            return [f"{where}: {len(got)} items != {len(want)}"]
+        return [d for i, (g, w) in enumerate(zip(got, want)) for d in _differences(g, w, f"{where}[{i}]")]
+    if isinstance(want, float) and isinstance(got, float):
+        return [] if math.isclose(got, want, rel_tol=PUBLISHED_RTOL, abs_tol=1e-9) else [f"{where}: {got} != {want}"]
+    return [] if got == want and type(got) is type(want) else [f"{where}: {got!r} != {want!r}"]
+
+
+def test_published_figures_are_compared_within_the_tolerance_and_nothing_else():
+    # The comparison the published-run test relies on: it must fail on a real departure, pass on kernel noise.
+    want = PUBLISHED["meid"]
+    noisy = json.loads(json.dumps(want))
+    noisy["log"][1]["loss_expert1"] *= 1 + 1e-6
+    assert _differences(noisy, want) == []
+    for edit in (lambda f: f["log"][0].update(loss_expert1=f["log"][0]["loss_expert1"] * 1.001),
+                 lambda f: f["metrics"].update(best_epoch=0), lambda f: f["metrics"].update(mAP_tail=0.5),
+                 lambda f: f["log"].pop(), lambda f: f["metrics"]["per_class_ap"].__setitem__(4, 0.0)):
+        changed = json.loads(json.dumps(want))
+        edit(changed)
+        assert _differences(changed, want), changed
+
+
+@pytest.mark.determinism
 @pytest.mark.parametrize("recipe", ["meid", "late_avg"])
-def test_default_cpu_runs_reproduce_the_published_bytes_resident_or_streamed(split_dir, tmp_path, recipe):
+def test_default_cpu_runs_are_the_same_bytes_resident_or_streamed_and_reproduce_the_published_figures(
+        split_dir, tmp_path, recipe):
     # Default options (--resident auto picks the resident path here), then the streamed path with read-ahead.
+    records = []
     for resident, workers in (("auto", 0), ("no", 2)):
         options = TrainOptions(split=split_dir, recipe=recipe, out=tmp_path / f"{resident}-{workers}", epochs=2,
                                device="cpu", overrides=TINY, resident=resident, workers=workers)
         run = train(options, echo=lambda _: None)
-        assert _run_digests(run) == RUN_SHA256[recipe], (resident, workers)
+        records.append((_run_record(run), _published_figures(run)))
+    (resident_bytes, figures), (streamed_bytes, _) = records
+    assert streamed_bytes == resident_bytes  # same machine: every float equal, not only close
+    assert _differences(figures, PUBLISHED[recipe]) == [], figures
 
 
 def test_eval_stream_streamed_matches_resident_and_items(split_dir):

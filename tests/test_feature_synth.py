@@ -23,6 +23,7 @@ def split(tmp_path_factory):
     return load_split(make_split(tmp_path_factory.mktemp("split") / "split", sizes=(30, 6, 8)))
 
 
+@pytest.mark.determinism
 def test_deterministic_and_seeded(tmp_path, split):
     a = synthesize_features(split, tmp_path / "a.h5", SMALL)
     b = synthesize_features(split, tmp_path / "b.h5", SMALL)

@@ -45,8 +45,11 @@ def mapping(tmp_path_factory):
     return write_synthetic_charades_mapping(tmp_path_factory.mktemp("annotations"), num_classes=6)
 
 
+@pytest.mark.determinism
 def test_v1_stores_are_byte_for_byte_those_of_the_first_simulator(tmp_path, split):
-    # Digests of stores written by the simulator before v2 existed (same split, knobs and seeds).
+    # Digests of stores written by the simulator before v2 existed (same split, knobs and seeds). They may stay
+    # pinned: v1 is numpy random draws and elementwise arithmetic only (each frame's class looks are added in
+    # class order, no BLAS product: test_v1_frames_add_their_class_looks_without_blas), the same on every CPU.
     first = synthesize_features(split, tmp_path / "a.h5", SynthConfig(dim=16, fps=2.0), frame_labels=True)
     assert content_digest(first) == "b763685901db9b91f88a927d6fcd17e7975d667cecaf5b7428e3bc2441662dcb"
     second = synthesize_features(split, tmp_path / "b.h5", SynthConfig(dim=12, fps=3.0, seed=5, dtype="float32"))
@@ -54,6 +57,41 @@ def test_v1_stores_are_byte_for_byte_those_of_the_first_simulator(tmp_path, spli
     assert "version" not in json.loads(FeatureStore(second).attrs["params"])  # a v1 store records v1's knobs
 
 
+class _NoProducts(np.ndarray):
+    """An array that refuses matrix products (the BLAS calls), through any route: operator, ufunc or function."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if ufunc is np.matmul:
+            raise AssertionError("a BLAS product")
+        plain = [x.view(np.ndarray) if isinstance(x, _NoProducts) else x for x in inputs]
+        if "out" in kwargs:
+            kwargs["out"] = tuple(x.view(np.ndarray) if isinstance(x, _NoProducts) else x for x in kwargs["out"])
+        return getattr(ufunc, method)(*plain, **kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func in (np.dot, np.matmul, np.inner, np.tensordot, np.einsum, np.vdot):
+            raise AssertionError("a BLAS product")
+        return super().__array_function__(func, types, args, kwargs)
+
+
+def test_v1_frames_add_their_class_looks_without_blas():
+    # A BLAS product orders (and fuses) its additions by instruction set; v1's frames must not come from one.
+    from meid_bench.build.features import synth
+
+    rng = np.random.default_rng(0)
+    active = rng.random((9, 5)) < 0.5
+    looks = rng.standard_normal((5, 4))
+    expected = np.zeros((9, 4))
+    for column in range(5):
+        expected[active[:, column]] += looks[column]
+    with pytest.raises(AssertionError, match="BLAS"):
+        active.view(_NoProducts).astype(np.float64) @ looks  # the guard works
+    got = synth.active_sum(active.view(_NoProducts), looks.view(_NoProducts), 4)
+    assert np.array_equal(np.asarray(got), expected)
+    assert np.array_equal(synth.active_sum(active[:, :0], looks[:0], 4), np.zeros((9, 4)))
+
+
+@pytest.mark.determinism
 def test_v2_records_its_version_knobs_and_inputs_and_is_deterministic(tmp_path, split, mapping):
     config = SynthConfig(version=2, dim=16, fps=2.0)
     a = synthesize_features(split, tmp_path / "a.h5", config, annotations=mapping)

@@ -71,6 +71,7 @@ def test_same_seed_same_result_and_best_chosen_on_validation(tiny_split, tmp_pat
     assert json.loads((a / "metrics.json").read_text())["best_epoch"] == log[best]["epoch"]
 
 
+@pytest.mark.determinism
 def test_resume_reproduces_an_uninterrupted_run(tiny_split, tmp_path, monkeypatch):
     straight = train(tiny_options(tiny_split, tmp_path / "straight", "meid", epochs=3), echo=lambda _: None)
     original = Trainer._end_of_epoch

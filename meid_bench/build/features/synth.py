@@ -143,6 +143,17 @@ def video_activity(video: Any, num_frames: int, fps: float, num_classes: int) ->
     return active
 
 
+def active_sum(active: np.ndarray, looks: np.ndarray, dim: int) -> np.ndarray:
+    """float64 [T, dim]: each frame's sum of the looks of its active classes, added in class order.
+
+    Elementwise adds, not a matrix product: BLAS kernels order (and fuse) the additions by instruction set, so
+    ``active @ looks`` could give other bits on another CPU; this sum is the same on every machine."""
+    out = np.zeros((len(active), dim))
+    for column in range(active.shape[1]):
+        out[active[:, column]] += looks[column]
+    return out
+
+
 def synthesize_video(config: SynthConfig, video: Any, prototypes: np.ndarray, background: np.ndarray,
                      context_columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """One video's simulated frames float32 [T, dim] and its activity matrix bool [T, C]."""
@@ -158,7 +169,7 @@ def synthesize_video(config: SynthConfig, video: Any, prototypes: np.ndarray, ba
     looks = prototypes[columns]
     if len(columns):
         looks = looks + config.instance_scale * _unit(rng, len(columns), config.dim)
-    out = (active[:, columns].astype(np.float64) @ looks) if len(columns) else np.zeros((frames, config.dim))
+    out = active_sum(active[:, columns], looks, config.dim)
     out += _context(config, video, context_columns)
     out[~active.any(axis=1)] += background
     return (out + noise).astype(np.float32), active
