@@ -154,9 +154,26 @@ def test_cli_evaluates_a_run_and_writes_metrics_and_per_class(tmp_path, split_di
                                        "ap"]
     assert per_class["test_positives"].tolist() == [3, 2, 1, 2, 0, 0]
     assert per_class["ap"].iloc[3] == pytest.approx(5 / 8) and per_class["ap"].isna().tolist()[4:] == [True, True]
+    # Evaluating the run again re-scores it into its own folder (no --force needed), keeping fields it does not
+    # compute; into another folder the existing files need --force.
+    metrics["best_epoch"] = 4
+    (run / "metrics.json").write_text(json.dumps(metrics))
     again = run_cli("evaluate", "--run", str(run))
-    assert again.exit_code == 2 and "already exists" in again.output
+    assert again.exit_code == 0 and "re-scored the run" in again.output and "keeping best_epoch" in again.output
+    assert json.loads((run / "metrics.json").read_text()) == metrics
     assert run_cli("evaluate", "--run", str(run), "--force").exit_code == 0
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    elsewhere = run_cli("evaluate", "--run", str(run), "--out", str(tmp_path / "out"))
+    assert elsewhere.exit_code == 0 and "re-scored" not in elsewhere.output
+    assert "already exists" in run_cli("evaluate", "--run", str(run), "--out", str(tmp_path / "out")).output
+    # A file in the run folder that is not this run's metrics or per-class file is not replaced without --force.
+    for name, text in (("metrics.json", '{"notes": "mine"}'), ("per_class.csv", "my,own,table\n")):
+        saved = (run / name).read_text()
+        (run / name).write_text(text)
+        refused = run_cli("evaluate", "--run", str(run))
+        assert refused.exit_code == 2 and name in refused.output and (run / name).read_text() == text
+        assert "Traceback" not in refused.output and refused.output.count("\n") == 1
+        (run / name).write_text(saved)
     # The val predictions hold test ids: a clear error, not a score.
     val = run_cli("evaluate", "--run", str(run), "--subset", "val")
     assert val.exit_code == 2 and "6 videos of the split's 'val' subset have no scores" in val.output

@@ -15,7 +15,9 @@ from meid_bench.errors import MeidBenchError
               help="Split folder. Required with --predictions; with --run it overrides run.json's split path "
                    "(the checksum must still match).")
 @click.option("--run", "run_dir", type=click.Path(path_type=Path),
-              help="Run folder: scores RUN/predictions/<subset>.parquet against the run's split.")
+              help="Run folder: scores RUN/predictions/<subset>.parquet against the run's split. Into the run's "
+                   "own folder (no --out) this re-scores the run: its metrics file is replaced, keeping the fields "
+                   "training wrote (best_epoch).")
 @click.option("--predictions", "predictions_file", type=click.Path(path_type=Path),
               help="Predictions Parquet file from any code (format: docs/evaluation.md).")
 @click.option("--subset", type=click.Choice(["test", "val"]), default="test", show_default=True,
@@ -23,7 +25,8 @@ from meid_bench.errors import MeidBenchError
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               help="Output folder for metrics.json and per_class.csv [default: the run folder, or the predictions "
                    "file's folder]. The val subset writes metrics_val.json and per_class_val.csv.")
-@click.option("--force", is_flag=True, help="Replace existing metrics files.")
+@click.option("--force", is_flag=True, help="Replace existing metrics files. Not needed to re-score a run into its "
+              "own folder: that replaces the run's metrics file and keeps the fields training wrote (best_epoch).")
 @json_option
 def evaluate(split_dir: Path | None, run_dir: Path | None, predictions_file: Path | None, subset: str,
              out_dir: Path | None, force: bool, as_json: bool) -> None:
@@ -37,16 +40,24 @@ def evaluate(split_dir: Path | None, run_dir: Path | None, predictions_file: Pat
     """
     from meid_bench.build.split_io import load_split
     from meid_bench.evaluator import Evaluator, check_metrics_outputs, read_predictions, write_metrics
-    from meid_bench.report.runs import evaluate_run, load_run_split, read_run
+    from meid_bench.report.runs import evaluate_run, load_run_split, read_run, rescore_run
 
     if (run_dir is None) == (predictions_file is None):
         raise MeidBenchError("evaluate: give exactly one of --run RUN_DIR or --predictions FILE.parquet")
-    default_out = run_dir if run_dir is not None else predictions_file.parent
-    check_metrics_outputs(out_dir if out_dir is not None else default_out, subset, force)
+    # A run scored into its own folder is re-scored: its metrics file is the run's own (training wrote it), so it
+    # is replaced without --force and keeps the fields training wrote (best_epoch). Anywhere else, --force rules.
+    rescore = run_dir is not None and (out_dir is None or _same_folder(out_dir, run_dir))
+    if not rescore:
+        check_metrics_outputs(out_dir if out_dir is not None else predictions_file.parent, subset, force)
+    kept: list[str] = []
     if run_dir is not None:
         run = read_run(run_dir)
         split = load_run_split(run, override=split_dir)
-        result, evaluator = evaluate_run(run, split, subset)
+        if rescore:
+            check_metrics_outputs(run.path, subset, force=True)  # a folder in a file's place, permissions
+            result, evaluator, kept = rescore_run(run, split, subset, force)
+        else:
+            result, evaluator = evaluate_run(run, split, subset)
         out = out_dir if out_dir is not None else run.path
     else:
         if split_dir is None:
@@ -56,12 +67,22 @@ def evaluate(split_dir: Path | None, run_dir: Path | None, predictions_file: Pat
         video_ids, scores = read_predictions(predictions_file, evaluator.class_keys)
         result = evaluator.eval(video_ids, scores, source=str(predictions_file))
         out = out_dir if out_dir is not None else predictions_file.parent
-    written = write_metrics(out, result, evaluator.per_class(result), force=force)
+    written = write_metrics(out, result, evaluator.per_class(result), force=force or rescore)
     if as_json:
-        echo_json({"metrics": result, "written": written})
+        echo_json({"metrics": result, "written": written, "rescored": rescore, "kept": kept})
         return
     click.echo(evaluator.table(result))
+    if rescore:
+        note = f", keeping {', '.join(kept)} from the earlier file" if kept else ""
+        click.echo(f"re-scored the run {run.path} from {run.predictions_path(subset)}{note}")
     click.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def _is_sweep_log(path: Path) -> bool:

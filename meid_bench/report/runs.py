@@ -123,6 +123,37 @@ def evaluate_run(run: Run, split: Split, subset: str = "test") -> tuple[dict, Ev
     return evaluator.eval(video_ids, scores, source=str(source)), evaluator
 
 
+def rescore_run(run: Run, split: Split, subset: str = "test", force: bool = False) -> tuple[dict, Evaluator, list[str]]:
+    """Score a run's predictions again for the run folder's own metrics file (``metrics.json``, or
+    ``metrics_val.json`` for val), keeping every field the existing file has that the evaluation does not compute
+    (training's ``best_epoch``, ...). Returns the result to write, the evaluator and the names of the kept fields.
+
+    The existing metrics file is this run's (written by training or an earlier ``evaluate``): it must be a metrics
+    record of the run's split and subset, else it is refused unless ``force`` (then nothing of it is kept), so a
+    file that is not the run's is never silently replaced. An existing per-class CSV must have the columns
+    ``evaluate`` writes, likewise.
+    """
+    from meid_bench.evaluator import metrics_paths
+
+    metrics_path, per_class_path = metrics_paths(run.path, subset)
+    previous: dict = {}
+    if metrics_path.exists():
+        try:
+            previous = read_metrics(metrics_path, split, subset)
+        except MeidBenchError:
+            if not force:
+                raise
+    result, evaluator = evaluate_run(run, split, subset)
+    if per_class_path.exists() and not force:
+        header = per_class_path.read_bytes()[:4096].split(b"\n", 1)[0].decode("utf-8", "replace")
+        if header.split(",") != list(evaluator.per_class(result).columns):
+            raise MeidBenchError(f"{per_class_path}: exists and is not a per-class file that `meid-bench evaluate` "
+                                 "wrote; move it away or pass --force to replace it")
+    kept = [key for key in previous if key not in result]
+    result.update({key: previous[key] for key in kept})
+    return result, evaluator, kept
+
+
 def run_test_metrics(run: Run, split: Split) -> dict:
     """The run's test metrics: its metrics.json (checked against the split), else computed from its predictions."""
     if run.metrics_path.is_file():
