@@ -38,6 +38,13 @@ def check_run_record(record: dict, path: Path) -> Fields:
     return fields
 
 
+def shown_epoch(index: int | None) -> int | None:
+    """The number people see for an epoch stored as ``index``: files (log.jsonl's ``epoch``, metrics.json's
+    ``best_epoch``, checkpoints) store the 0-based index, every person-facing output (console, report, results.csv,
+    ``--json``, ``load_run``) counts from 1 (docs/formats.md, "Epoch numbers")."""
+    return None if index is None else int(index) + 1
+
+
 def check_metrics_record(record: dict, path: Path, num_classes: int | None = None) -> Fields:
     """Check the fields of a parsed metrics.json: the means and per-class APs are null or finite numbers in [0, 1],
     counts are integers >= 0, ``per_class_ap`` has one entry per class (``num_classes`` when given)."""

@@ -4,6 +4,7 @@ command line and feature checksum, --device cuda:N, and a sweep spread over seve
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -79,8 +80,41 @@ def test_json_on_build_verify_evaluate_and_train(project, tmp_path):
     summary = only_json(trained)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert summary["run"] == str(tmp_path / "run") and summary["test"]["mAP"] == metrics["mAP"]
-    assert summary["best_epoch"] == metrics["best_epoch"] and summary["val"]["mAP"] is not None
+    assert summary["best_epoch"] == metrics["best_epoch"] + 1 and summary["val"]["mAP"] is not None
     assert "epoch 2/2" in trained.stderr  # the progress went to stderr
+
+
+def test_train_then_evaluate_and_one_epoch_number_everywhere(project, tmp_path):
+    # `train ... && evaluate --run RUN`: evaluate re-scores the finished run in place, says so, and keeps every
+    # field training wrote. The best epoch is one number, counted from 1, on the console, in --json, in the
+    # report's results.csv and from load_run; files store its 0-based index (docs/formats.md).
+    run = tmp_path / "run"
+    trained = invoke("train", "--split", project / "split", "--recipe", "late_avg", "--epochs", "4", "--device",
+                     "cpu", "--out", run, *[a for o in TINY for a in ("--set", o)], "--set", "optim.lr=3e-2", "--json")
+    summary = only_json(trained)
+    before = (run / "metrics.json").read_text()
+    stored = json.loads(before)["best_epoch"]
+    console = re.search(r"best epoch (\d+) \(val mAP", trained.stderr)
+    assert console, trained.stderr
+    shown = int(console.group(1))
+    assert shown == summary["best_epoch"] == stored + 1 and 1 <= shown <= 4
+
+    evaluated = invoke("evaluate", "--run", run)
+    assert evaluated.exit_code == 0, evaluated.output
+    assert f"re-scored the run {run}" in evaluated.stdout and "keeping best_epoch" in evaluated.stdout
+    assert (run / "metrics.json").read_text() == before  # same predictions, same figures, every field kept
+    assert invoke("evaluate", "--run", run, "--subset", "val").exit_code == 0
+    assert json.loads((run / "metrics_val.json").read_text())["best_epoch"] == stored
+    again = only_json(invoke("evaluate", "--run", run, "--json"))
+    assert again["rescored"] and again["kept"] == ["best_epoch"]
+
+    reported = invoke("report", run, "--out", tmp_path / "report")
+    assert reported.exit_code == 0, reported.output
+    with open(tmp_path / "report" / "results.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert int(row["best_epoch"]) == shown
+    loaded = meid_bench.load_run(run)
+    assert loaded.epoch == shown and f"best checkpoint of epoch {shown}," in repr(loaded)
 
 
 def test_quiet_and_verbose(project, tmp_path):
@@ -155,7 +189,7 @@ def test_load_run_rebuilds_the_model_that_wrote_the_predictions(project):
     run = meid_bench.load_run(project / "run")
     assert run.recipe.name == "meid" and run.checkpoint == "best" and not run.model.training
     metrics = json.loads((project / "run" / "metrics.json").read_text())
-    assert run.metrics["mAP"] == metrics["mAP"] and run.epoch == metrics["best_epoch"]
+    assert run.metrics["mAP"] == metrics["mAP"] and run.epoch == metrics["best_epoch"] + 1
     assert "meid on charadeslt" in repr(run) and "test mAP" in repr(run)
     # The rebuilt model scores the test set exactly as the run's own predictions file.
     split = load_split(project / "split")
@@ -165,7 +199,7 @@ def test_load_run_rebuilds_the_model_that_wrote_the_predictions(project):
     ids, recorded = read_predictions(project / "run" / "predictions" / "test.parquet",
                                      split.classes["class_key"].tolist())
     assert ids == dataset_ids(dataset) and np.array_equal(scores, recorded)
-    assert meid_bench.load_run(project / "run", checkpoint="last").epoch == 1
+    assert meid_bench.load_run(project / "run", checkpoint="last").epoch == 2  # of 2 epochs, counted from 1
     with pytest.raises(MeidBenchError, match="choose one of best, last"):
         meid_bench.load_run(project / "run", checkpoint="final")
 

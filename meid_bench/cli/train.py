@@ -65,13 +65,15 @@ def run_summary(run_dir: Path) -> dict:
     """What ``train --json`` prints: the run folder, its best epoch and its validation and test metrics."""
     import json
 
+    from meid_bench.records import shown_epoch
+
     def metrics(name: str) -> dict:
         record = json.loads((run_dir / name).read_text())
         keys = ("mAP", "mAP_head", "mAP_medium", "mAP_tail", "top1", "top5", "classes_evaluated")
         return {key: record.get(key) for key in keys}
 
     test = json.loads((run_dir / "metrics.json").read_text())
-    return {"run": run_dir, "best_epoch": test.get("best_epoch"), "val": metrics("metrics_val.json"),
+    return {"run": run_dir, "best_epoch": shown_epoch(test.get("best_epoch")), "val": metrics("metrics_val.json"),
             "test": metrics("metrics.json"), "files": {"run_json": run_dir / "run.json",
                                                         "metrics": run_dir / "metrics.json",
                                                         "predictions": run_dir / "predictions" / "test.parquet"}}

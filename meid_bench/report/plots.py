@@ -22,6 +22,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from meid_bench.build.split_io import GROUPS, Split  # noqa: E402
+from meid_bench.records import shown_epoch  # noqa: E402
 
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
 GROUP_COLOURS = {"head": "#0072B2", "medium": "#009E73", "tail": "#D55E00"}
@@ -130,11 +131,11 @@ def training_curves(methods: Sequence[str], logs: Sequence[Sequence[dict]], titl
         figure, (loss_axes, val_axes) = plt.subplots(1, 2, figsize=(11.0, 4.2), layout="constrained")
         for method, records in zip(methods, logs):
             colour, style = styles[method]
-            epochs = np.array([r["epoch"] + 1 for r in records], dtype=np.float64)
+            epochs = np.array([shown_epoch(r["epoch"]) for r in records], dtype=np.float64)
             losses = np.array([sum(v for k, v in r.items() if k.startswith("loss_") and isinstance(v, (int, float)))
                                for r in records], dtype=np.float64)
             loss_axes.plot(epochs, losses, color=colour, linestyle=style, linewidth=1.0, alpha=0.85)
-            val = [(r["epoch"] + 1, 100.0 * r["val_mAP"]) for r in records if isinstance(r.get("val_mAP"), float)]
+            val = [(shown_epoch(r["epoch"]), 100.0 * r["val_mAP"]) for r in records if isinstance(r.get("val_mAP"), float)]
             if val:
                 x, y = zip(*val)
                 val_axes.plot(x, y, color=colour, linestyle=style, linewidth=1.0, alpha=0.85, marker="o",

@@ -9,6 +9,7 @@ import pandas as pd
 
 from meid_bench import __version__
 from meid_bench.build.split_io import GROUPS
+from meid_bench.records import shown_epoch
 from meid_bench.report.paired import PAIRED_METRICS
 from meid_bench.report.sections import SplitSection, verdict
 
@@ -43,7 +44,7 @@ def results_frame(sections: Sequence[SplitSection]) -> pd.DataFrame:
                    "features": run.features_kind, "run": run.name, "method": run.method, "seed": run.seed}
             row |= {f"{m}_pct": _pct(result.get(m)) for m in METRICS}
             row["val_mAP_pct"] = None if val is None else _pct(val.get("mAP"))
-            row["best_epoch"] = result.get("best_epoch")
+            row["best_epoch"] = shown_epoch(result.get("best_epoch"))
             row["classes_evaluated"] = result.get("classes_evaluated")
             row["classes_without_positives"] = result.get("classes_without_positives")
             row |= {f"{g}_classes": sizes[g] for g in GROUPS}

@@ -32,7 +32,7 @@ from meid_bench.errors import MeidBenchError, warn
 from meid_bench.evaluator import Evaluator, write_predictions
 from meid_bench.fileio import check_output_folder, read_record, write_json_atomic, write_text_atomic
 from meid_bench.logs import log_lines_to
-from meid_bench.records import read_log
+from meid_bench.records import read_log, shown_epoch
 from meid_bench.metrics import average_precision
 from meid_bench.models import STREAM_BALANCED, STREAM_INSTANCE, compute_training_step, unwrap_model
 from meid_bench.report.runs import RUN_FORMAT, RUN_FORMAT_VERSION
@@ -328,7 +328,7 @@ class Trainer:
             name = "metrics.json" if subset == "test" else "metrics_val.json"
             write_json_atomic(self.run_dir / name, result)
         test = json.loads((self.run_dir / "metrics.json").read_text())
-        logger.info(f"best epoch {best['epoch'] + 1} (val mAP {_fmt(self.best['val_mAP'])}); test mAP "
+        logger.info(f"best epoch {shown_epoch(best['epoch'])} (val mAP {_fmt(self.best['val_mAP'])}); test mAP "
                     f"{_fmt(test['mAP'])} (head {_fmt(test['mAP_head'])}, medium {_fmt(test['mAP_medium'])}, tail "
                     f"{_fmt(test['mAP_tail'])}); run in {self.run_dir}")
 

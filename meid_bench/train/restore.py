@@ -18,6 +18,7 @@ import torch
 from meid_bench.errors import MeidBenchError
 from meid_bench.evaluator import METRICS_FORMAT
 from meid_bench.fileio import read_record
+from meid_bench.records import shown_epoch
 from meid_bench.models.base import VideoModel
 from meid_bench.report.runs import Run, load_run_split, read_run
 from meid_bench.train.checkpoint import load_checkpoint
@@ -35,14 +36,14 @@ class LoadedRun:
     recipe: Recipe = field(repr=False)
     model: VideoModel = field(repr=False)
     checkpoint: str
-    epoch: int  # of the checkpoint, counted from 0
+    epoch: int  # of the checkpoint, counted from 1 like every epoch shown to people (docs/formats.md)
     metrics: dict | None = field(repr=False)  # test metrics (metrics.json), None before training finished
     val_metrics: dict | None = field(repr=False)  # metrics_val.json
 
     def __repr__(self) -> str:
         test = "unfinished" if self.metrics is None else f"test mAP {100 * self.metrics['mAP']:.2f}%"
         return (f"LoadedRun({self.run.name}: {self.recipe.name} on {self.run.benchmark}, seed {self.run.seed}, "
-                f"{self.checkpoint} checkpoint of epoch {self.epoch + 1}, {test})")
+                f"{self.checkpoint} checkpoint of epoch {self.epoch}, {test})")
 
 
 def load_run(run_dir: str | os.PathLike, checkpoint: str = "best", device: str | torch.device = "cpu",
@@ -68,7 +69,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best", device: str |
                              "is damaged or from another meid-bench version") from None
     model.to(device).eval()
     return LoadedRun(path=run.path, run=run, recipe=recipe, model=model, checkpoint=checkpoint,
-                     epoch=int(payload["epoch"]), metrics=_metrics(run.path / "metrics.json"),
+                     epoch=shown_epoch(int(payload["epoch"])), metrics=_metrics(run.path / "metrics.json"),
                      val_metrics=_metrics(run.path / "metrics_val.json"))
 
 
