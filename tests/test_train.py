@@ -203,8 +203,22 @@ def test_a_schedule_too_short_for_the_split_is_flagged(tiny_split, tmp_path):
         train(options, echo=lines.append)
         return [line for line in lines if line.startswith("this schedule makes")]
 
-    assert len(notes("slow", "1e-4")) == 1  # about 15 steps at 1e-4: the model would barely move
+    slow = notes("slow", "1e-4")
+    assert len(slow) == 1  # about 15 steps at 1e-4: the model would barely move
+    # The split's benchmark has a schedule in the recipe (run.json: schedule_from): the note says what shortened it.
+    assert "`schedules: charadeslt:` was applied, then changed by --epochs or --set" in slow[0]
+    assert "has no schedule" not in slow[0]
     assert notes("fast", "5e-2") == []
+
+
+def test_set_schedule_names_epochs(tiny_split, tmp_path):
+    base = ["train", "--split", tiny_split, "--recipe", "late_avg", "--device", "cpu", "--out", tmp_path / "r"]
+    for key in ("schedule.epochs=3", "schedules.charadeslt.epochs=3"):
+        result = invoke(*base, "--set", key)
+        assert_clean_error(result, "shorten a run with --epochs N")
+        assert "already applied" in result.output and result.output.count("\n") == 1
+    assert_clean_error(invoke(*base, "--set", "optimizer.lr=1"), "optimizer: not a section of the recipe (its "
+                                                                   "sections: balanced_sampler")
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -293,9 +293,14 @@ class Trainer:
         first_decay = min([m for m in optim.milestones if m > 0] + [self.recipe.epochs])
         steps = self.streams[STREAM_INSTANCE].steps_per_epoch() * first_decay
         if steps * optim.lr < SHORT_SCHEDULE_LR_STEPS:
+            if self.recipe.schedule_from == self.split.name:  # the benchmark's schedule, then --epochs / --set
+                why = (f"the recipe's `schedules: {self.split.name}:` was applied, then changed by --epochs or --set; "
+                       "fine for a quick try")
+            else:
+                why = (f"the recipe has no schedule for this benchmark: add one under `schedules: {self.split.name}:`, "
+                       "docs/models.md")
             logger.warning(f"this schedule makes {steps} steps at lr {optim.lr:g} before its first decay; on a "
-                           "split this size it may barely train (the recipe has no schedule for this benchmark: "
-                           f"add one under `schedules: {self.split.name}:`, docs/models.md)")
+                           f"split this size it may barely train ({why})")
 
     # -- per-epoch bookkeeping (rank 0 only) -----------------------------------------------------------------
     def _end_of_epoch(self, epoch: int, record: dict) -> None:
