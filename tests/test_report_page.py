@@ -121,3 +121,107 @@ def test_same_runs_same_bytes(report, tmp_path):
     assert len(files) == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file()).__len__()
     for relative in files:
         assert (report["out"] / relative).read_bytes() == (again / relative).read_bytes(), relative
+
+
+def _pdf_text(path) -> str:
+    """The characters a matplotlib PDF draws, in order (text shown with TrueType fonts: two-byte codes in TJ)."""
+    import zlib
+
+    data = path.read_bytes()
+    text = []
+    for stream in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
+        try:
+            content = zlib.decompress(stream.group(1))
+        except zlib.error:
+            continue
+        text += [chunk.decode("latin-1") for chunk in re.findall(rb"\(\x00(\\?.)\)", content)]
+    return "".join(c.lstrip("\\") for c in text)
+
+
+def test_every_run_figure_and_its_pdf_carry_the_simulated_mark(report):
+    folder = report["out"] / f"toyA-{report['checksum'][:8]}"
+    for stem in ("map_bars", "training_curves", "ap_vs_train_count"):
+        assert "SIMULATED features" in (folder / f"{stem}.svg").read_text(), stem
+        assert "SIMULATED" in _pdf_text(folder / f"{stem}.pdf"), stem
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", report["page"])
+    assert sum("SIMULATED features" in c for c in captions) == 3  # the run figures of split A
+    real = report["out"] / next(p.name for p in report["out"].iterdir() if p.name.startswith("toyB-"))
+    assert "SIMULATED" not in (real / "ap_vs_train_count.svg").read_text()
+
+
+def test_split_facts_name_the_checksum_for_what_it_is(report):
+    assert "split checksum (content identity: the benchmark and the tables&#x27; content hashes)" in report["page"]
+    assert "sha256 of manifest.json" not in report["page"]
+
+
+def test_figures_keep_readable_text_on_a_phone(report):
+    # Shown at most at full size, and at least at MIN_FIGURE_SCALE of it (scrolling sideways on a narrow screen):
+    # 10-point text then stays at 8 px or more, where a two-panel figure squeezed to 420 px had 5 px text.
+    from meid_bench.report.page import MIN_FIGURE_SCALE
+
+    images = re.findall(r'<div class="scroll"><img alt="[^"]*" width="(\d+)" style="min-width:(\d+)px"',
+                        report["page"])
+    assert len(images) == len(re.findall(r"<img ", report["page"])) >= 5
+    for width, least in images:
+        assert int(least) == round(int(width) * MIN_FIGURE_SCALE) and 13.9 * MIN_FIGURE_SCALE >= 8
+
+
+def _tick_label_boxes(figure, axis):
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    return [label.get_window_extent(renderer) for label in axis.get_ticklabels() if label.get_text()]
+
+
+@pytest.mark.parametrize("names", [["charadeslt-late_avg-seed0"], ["charadeslt-late_avg-seed0", "meid-seed0"]])
+def test_map_bar_group_labels_do_not_collide(names):
+    from meid_bench.report import plots
+
+    metrics = [{"mAP": 0.3, "mAP_head": 0.4, "mAP_medium": 0.2, "mAP_tail": 0.1}] * len(names)
+    figure = plots.map_bars(names, metrics, "Test mAP by class group\ncharadeslt, SIMULATED features",
+                            group_sizes={"all": 157, "head": 40, "medium": 77, "tail": 40})
+    boxes = _tick_label_boxes(figure, figure.axes[0].xaxis)
+    assert len(boxes) == 4
+    for left, right in zip(boxes, boxes[1:]):
+        assert left.x1 < right.x0, (left, right)
+    plots.plt.close(figure)
+
+
+def test_training_curves_tick_whole_epochs():
+    from meid_bench.report import plots
+
+    log = [{"epoch": e, "loss_classification": 1.0 / (e + 1), "val_mAP": 0.2 + 0.1 * e} for e in range(2)]
+    figure = plots.training_curves(["late_avg"], [log], "curves")
+    for axes in figure.axes:
+        figure.canvas.draw()
+        low, high = axes.get_xlim()
+        ticks = [t for t in axes.get_xticks() if low <= t <= high]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    plots.plt.close(figure)
+
+
+def test_a_split_from_other_annotations_is_not_called_by_the_benchmarks_name(tmp_path):
+    # The demo builds a CharadesLT-style split from synthetic annotations: its sources are not the files the
+    # shipped CharadesLT reference names, so the page and every figure say so, not just "charadeslt".
+    from meid_bench.build.protocol import BuildOptions, build_and_write
+    from meid_bench.build.synthetic import write_synthetic_charades
+
+    annotations = write_synthetic_charades(tmp_path / "ann", num_classes=6, train_videos=120, test_videos=40)
+    split_dir = build_and_write(BuildOptions("charadeslt", imbalance=5.0, val_per_class=3), annotations,
+                                tmp_path / "charadeslt-demo")
+    split = load_split(split_dir)
+    ids = split.test["video_id"].tolist()
+    scores = np.random.default_rng(0).random((len(ids), split.num_classes)).astype(np.float32)
+    run = make_run(tmp_path / "runs" / "meid", split_dir, split.checksum, ids, scores, method="meid",
+                   simulated=True)
+    out = write_report([run], tmp_path / "report")
+    page = (out / "index.html").read_text()
+    title = "charadeslt-demo (charadeslt protocol, other annotations)"
+    assert f"<h2>{title}</h2>" in page and "<h2>charadeslt</h2>" not in page
+    verdict = page[page.index('<p class="verdict">'):]
+    verdict = verdict[:verdict.index("</p>")]
+    assert verdict.count('<strong class="badge">SIMULATED</strong>') == 2  # features and annotations
+    assert "annotations that are not the benchmark&#x27;s official files" in verdict
+    folder = next(p for p in out.iterdir() if p.is_dir())
+    for svg in folder.glob("*.svg"):  # titles wrap, so the words may sit on two lines
+        text = svg.read_text()
+        assert "SIMULATED" in text and "edited annotations" in text.replace("\n", " "), svg.name

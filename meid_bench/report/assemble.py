@@ -99,8 +99,10 @@ def by_method(section: SplitSection) -> tuple[list[str], list[dict], list[dict]]
 def _write_figures(section: SplitSection, folder: Path) -> None:
     folder.mkdir(parents=True)
     title = section.title
+    # Every figure says what is not real, in its title (so also in its PDF and SVG), not only the page.
+    annotations = ", SIMULATED or edited annotations" if section.annotations == "other" else ""
     features = {"simulated": ", SIMULATED features", "mixed": ", SIMULATED and real features"}.get(
-        section.features, "")
+        section.features, "") + annotations
     if len(section.methods()) < len(section.runs):  # seeds: one entry per method
         names, metrics, spreads = by_method(section)
         what = "per method, mean over seeds with the standard deviation as error bars"
@@ -116,17 +118,20 @@ def _write_figures(section: SplitSection, folder: Path) -> None:
     logged = [(run.method, log) for run, log in zip(section.runs, section.logs) if log]
     if logged:
         figures.append(("training_curves", f"Training loss and validation mAP (%) per epoch, one line per run, "
-                                           f"coloured by method, from each run's log.jsonl: {title}",
+                                           f"coloured by method, from each run's log.jsonl: {title}{features}",
                         plots.training_curves([m for m, _ in logged], [log for _, log in logged],
                                               f"Training curves\n{title}{features}")))
     figures += [
         ("ap_vs_train_count", f"Per-class test AP (%) against training videos per class (log scale), dashed lines "
-                              f"at the group boundaries, {what.split(' with')[0]}: {title}",
-         plots.ap_vs_train_count(section.split, names, metrics, f"Per-class AP vs training count\n{title}")),
-        ("class_counts", f"Training videos per class, achieved against the target profile, groups shaded: {title}",
-         plots.class_counts(section.split, f"Class-count distribution\n{title}")),
-        ("class_share", f"Video-level against frame-level (annotated seconds) share of each class, in %: {title}",
-         plots.class_share(section.split, f"Video-level vs frame-level class share\n{title}")),
+                              f"at the group boundaries, {what.split(' with')[0]}: {title}{features}",
+         plots.ap_vs_train_count(section.split, names, metrics,
+                                 f"Per-class AP vs training count\n{title}{features}")),
+        ("class_counts", f"Training videos per class, achieved against the target profile, groups shaded: "
+                         f"{title}{annotations}",
+         plots.class_counts(section.split, f"Class-count distribution\n{title}{annotations}")),
+        ("class_share", f"Video-level against frame-level (annotated seconds) share of each class, in %: "
+                        f"{title}{annotations}",
+         plots.class_share(section.split, f"Video-level vs frame-level class share\n{title}{annotations}")),
     ]
     for stem, caption, figure in figures:
         png = plots.save_figure(figure, folder / stem)[0]

@@ -35,6 +35,10 @@ from meid_bench.report.tables import (
 )
 
 
+# 10-point figure text is 13.9 CSS pixels at full size; at 0.6 of it, 8.3 px, the least that stays readable.
+MIN_FIGURE_SCALE = 0.6
+
+
 def html_page(sections: list[SplitSection], paired_summary: pd.DataFrame, paired_by_seed: pd.DataFrame) -> str:
     """The whole report as one HTML document (figures embedded)."""
     verdicts = "".join(f'<li><a href="#{_anchor(i)}"><b>{_e(s.title)}</b></a>: {_verdict_html(s)}</li>'
@@ -55,10 +59,11 @@ def html_page(sections: list[SplitSection], paired_summary: pd.DataFrame, paired
 
 def _verdict_html(section: SplitSection) -> str:
     v = verdict(section)
-    css = {"simulated": "simulated", "mixed": "simulated"}.get(v.features, "real")
+    flagged = v.features in ("simulated", "mixed") or v.annotations == "other"
+    css = "simulated" if flagged else "real"
     features = _e(v.features_text)
-    if v.features in ("simulated", "mixed"):
-        features = features.replace("SIMULATED", '<strong class="badge">SIMULATED</strong>', 1)
+    if flagged:  # every SIMULATED (features, annotations) carries the badge
+        features = features.replace("SIMULATED", '<strong class="badge">SIMULATED</strong>')
     return f'<span class="{css}">{features}</span>; {_e(v.runs)}; {_e(v.best_text)}'
 
 
@@ -81,11 +86,13 @@ def _section_html(index: int, section: SplitSection, paired_summary: pd.DataFram
     for caption, png in section.figures:
         data = png.read_bytes()
         # Shown at the figure's size in inches x 100 CSS pixels (the PNG has twice that, sharp on dense screens),
-        # never wider than the page.
+        # never wider than the page, and never narrower than MIN_FIGURE_SCALE of that: on a phone a wide figure
+        # scrolls sideways instead of shrinking its 10-point text below legibility.
         width = int.from_bytes(data[16:20], "big") * 100 // PNG_DPI
         encoded = base64.b64encode(data).decode("ascii")
-        out.append(f'<figure><img alt="{_e(caption)}" width="{width}" src="data:image/png;base64,{encoded}">'
-                   f"<figcaption>{_e(caption)}</figcaption></figure>")
+        out.append(f'<figure><div class="scroll"><img alt="{_e(caption)}" width="{width}" '
+                   f'style="min-width:{round(width * MIN_FIGURE_SCALE)}px" src="data:image/png;base64,{encoded}">'
+                   f"</div><figcaption>{_e(caption)}</figcaption></figure>")
     out += ["<h3>The split</h3>", _facts_table(section.split)]
     out.append("<h3>Runs and their recipes</h3>")
     for run in section.runs:
@@ -167,7 +174,7 @@ def _facts_table(split: Split) -> str:
     for source in manifest.get("sources", []):
         name = source.get("file", source.get("name", "?"))
         rows.append((f"source {name}", f"sha256 {source.get('sha256', '')}"))
-    rows.append(("split checksum (sha256 of manifest.json)", split.checksum))
+    rows.append(("split checksum (content identity: the benchmark and the tables' content hashes)", split.checksum))
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     manifest_text = json.dumps(manifest, indent=2, sort_keys=False, default=str)
     return (f'<div class="scroll"><table class="facts">{body}</table></div>'

@@ -8,6 +8,7 @@ dates in the metadata, a fixed SVG hash salt, so the same runs give the same byt
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from meid_bench.build.split_io import GROUPS, Split  # noqa: E402
 from meid_bench.records import shown_epoch  # noqa: E402
@@ -65,7 +66,8 @@ def map_bars(run_names: Sequence[str], metrics: Sequence[dict], title: str,
     if len(run_names) > MAX_GROUPED_BARS:
         return _map_panels(run_names, metrics, title, keys, errors)
     with matplotlib.rc_context(_RC):
-        figure, axes = plt.subplots(figsize=(max(6.0, 1.6 + 0.45 * len(run_names) * len(keys)), 4.2),
+        # At least 7 inches: four group labels like "medium\n(77 classes)" need about 1.5 inches each.
+        figure, axes = plt.subplots(figsize=(max(7.0, 1.6 + 0.45 * len(run_names) * len(keys)), 4.6),
                                     layout="constrained")
         width = 0.8 / max(1, len(run_names))
         for index, (name, result) in enumerate(zip(run_names, metrics)):
@@ -85,9 +87,17 @@ def map_bars(run_names: Sequence[str], metrics: Sequence[dict], title: str,
         axes.set_xticks(np.arange(len(keys)), [label for label, _ in keys])
         axes.set_ylabel("mean average precision (%)")
         axes.set_ylim(0, 105)
-        axes.set_title(title)
-        axes.legend(title="run", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        axes.set_title(wrap_title(title))
+        # Below the axes, not beside them: long run names beside would squeeze the axes until the group labels
+        # collide.
+        figure.legend(title="run", fontsize=8, title_fontsize=8, loc="outside lower center",
+                      ncols=min(3, len(run_names)), frameon=False)
     return figure
+
+
+def wrap_title(title: str, width: int = 64) -> str:
+    """Each line of ``title`` wrapped at ``width`` characters, so a long split name never runs off the figure."""
+    return "\n".join(textwrap.fill(line, width) for line in title.split("\n"))
 
 
 MAX_GROUPED_BARS = 6  # more runs than this: one panel per class group, a horizontal bar per run
@@ -117,7 +127,7 @@ def _map_panels(run_names: Sequence[str], metrics: Sequence[dict], title: str, k
                            1.25 * max((h for h in heights if h == h), default=1.0))
             panel.set_xlabel("mean average precision (%)")
             panel.set_yticks(positions, list(run_names))
-        figure.suptitle(title)
+        figure.suptitle(wrap_title(title, 100))
     return figure
 
 
@@ -144,6 +154,8 @@ def training_curves(methods: Sequence[str], logs: Sequence[Sequence[dict]], titl
                                 or [np.zeros(0)])
         if len(values) and np.all(values > 0) and values.max() / values.min() > 3:
             _log_axis(loss_axes, "y", values)  # the first epochs' drop would hide the later progress
+        for axes in (loss_axes, val_axes):  # epochs are whole numbers: no 1.25, 1.50 ticks on short runs
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         loss_axes.set_title("training loss (sum of the recipe's terms)", fontsize=10)
         loss_axes.set_xlabel("epoch")
         loss_axes.set_ylabel("loss, mean over the epoch's steps")
@@ -155,7 +167,7 @@ def training_curves(methods: Sequence[str], logs: Sequence[Sequence[dict]], titl
                               label=f"{m} ({counts[m]} run{'s' if counts[m] > 1 else ''})") for m in order]
         figure.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), frameon=False,
                       fontsize=8)
-        figure.suptitle(title)
+        figure.suptitle(wrap_title(title, 100))
     return figure
 
 
@@ -192,7 +204,7 @@ def ap_vs_train_count(split: Split, run_names: Sequence[str], metrics: Sequence[
         handles = [Patch(color=GROUP_COLOURS[g], label=g) for g in GROUPS]
         handles.append(plt.Line2D([], [], color="#555555", linestyle="--", label="group boundary"))
         figure.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False, fontsize=8)
-        figure.suptitle(title)
+        figure.suptitle(wrap_title(title, 40 * columns))
     return figure
 
 
@@ -217,7 +229,7 @@ def class_counts(split: Split, title: str) -> Figure:
         axes.set_xlim(0.5, len(order) + 0.5)
         axes.set_xlabel("class rank (by target, then achieved count)")
         axes.set_ylabel("training videos (log)")
-        axes.set_title(title)
+        axes.set_title(wrap_title(title, 72))
         handles, _ = axes.get_legend_handles_labels()
         handles += [Patch(color=GROUP_COLOURS[g], alpha=0.18, label=f"{g} group") for g in GROUPS]
         axes.legend(handles=handles, fontsize=8, loc="upper right", frameon=False)
@@ -257,7 +269,7 @@ def class_share(split: Split, title: str) -> Figure:
             ratio_seconds = second_share[usable].max() / second_share[usable].min()
             axes.legend(fontsize=8, frameon=False, loc="upper left",
                         title=f"max/min: videos {ratio_videos:.0f}, seconds {ratio_seconds:.0f}", title_fontsize=8)
-        axes.set_title(title)
+        axes.set_title(wrap_title(title, 52))
     return figure
 
 

@@ -43,6 +43,13 @@ class SplitSection:
         return {"all": self.split.num_classes, **{g: int((groups == g).sum()) for g in GROUPS}}
 
     @property
+    def annotations(self) -> str:
+        """``official``: the split was built from the very annotation files the shipped reference of its benchmark
+        names (same file names and sha256); ``other``: from other files, such as the demo's synthetic set or an
+        edited copy, so it is not that benchmark; ``unknown``: no reference is shipped for the benchmark."""
+        return annotations_kind(self.split)
+
+    @property
     def features(self) -> str:
         """``simulated``, ``real``, ``mixed`` (both among the runs) or ``unknown``."""
         kinds = {run.features_kind for run in self.runs}
@@ -52,6 +59,18 @@ class SplitSection:
 
     def methods(self) -> list[str]:
         return list(dict.fromkeys(run.method for run in self.runs))
+
+
+def annotations_kind(split: Split) -> str:
+    """See :attr:`SplitSection.annotations`."""
+    from meid_bench.build.reference import load_reference
+
+    reference = load_reference(split.name)
+    if reference is None:
+        return "unknown"
+    mine = sorted((str(s.get("file")), str(s.get("sha256"))) for s in split.manifest.get("sources", []))
+    theirs = sorted((s["file"], s["sha256"]) for s in reference["sources"])
+    return "official" if mine == theirs else "other"
 
 
 def collect_sections(run_dirs: Sequence[str | os.PathLike]) -> list[SplitSection]:
@@ -81,7 +100,9 @@ def collect_sections(run_dirs: Sequence[str | os.PathLike]) -> list[SplitSection
     result = list(sections.values())
     names = [s.split.name for s in result]
     for section in result:
-        if names.count(section.split.name) > 1:
+        if section.annotations == "other":  # never called by the name of a benchmark it is not
+            section.title = f"{section.split.path.name} ({section.split.name} protocol, other annotations)"
+        elif names.count(section.split.name) > 1:
             section.title = f"{section.split.name} ({section.split.path.name})"
     return result
 
@@ -96,9 +117,17 @@ class Verdict:
     best_method: str | None  # by mean validation mAP over the method's runs
     best_val_pct: float | None
     best_test_pct: float | None
+    annotations: str = "official"  # official, other, unknown (SplitSection.annotations)
 
     @property
     def features_text(self) -> str:
+        text = self._features_text()
+        if self.annotations == "other":
+            text += (" on annotations that are not the benchmark's official files (SIMULATED, like the demo's, or "
+                     "edited: not a result on the benchmark)")
+        return text
+
+    def _features_text(self) -> str:
         return {"simulated": "SIMULATED features (proxy features, not from video: not a result on the real "
                              "benchmark)",
                 "real": "real features",
@@ -138,4 +167,4 @@ def verdict(section: SplitSection) -> Verdict:
             test = [section.metrics[i].get("mAP") for i in indices]
             best, best_val = method, mean_val
             best_test = None if any(t is None for t in test) else 100.0 * float(np.mean(test))
-    return Verdict(section.title, section.features, runs, best, best_val, best_test)
+    return Verdict(section.title, section.features, runs, best, best_val, best_test, section.annotations)
