@@ -120,8 +120,12 @@ def test_store_checks(split, store_path, tmp_path):
         for video_id in split.train["video_id"][1:]:
             writer.add(video_id, np.ones((4, DIM), np.float32))
         writer.record_missing([split.train["video_id"][0]])
-    with pytest.raises(MeidBenchError, match="recorded missing"):
+    with pytest.raises(MeidBenchError, match="recorded missing") as refused:
         VideoFeatureDataset(split, tmp_path / "partial.h5", "train", num_frames=4, train=True)
+    # The remedy names options that exist: the CLI's commands, and the Python argument as a Python argument.
+    assert "`meid-bench features extract ... --resume`" in str(refused.value)
+    assert "`meid-bench features pack`" in str(refused.value) and "VideoFeatureDataset(..., skip_missing=True)" in \
+        str(refused.value)
     data = VideoFeatureDataset(split, tmp_path / "partial.h5", "train", num_frames=4, train=True, skip_missing=True)
     assert data.video_ids == list(split.train["video_id"][1:])
     with pytest.raises(MeidBenchError, match="no per-frame labels"):

@@ -196,11 +196,12 @@ def test_resume_after_a_kill_gives_the_same_bytes(media, stores, tmp_path):
         extract_features(options(media, out))
     with pytest.raises(MeidBenchError, match="batch = 32"):
         extract_features(options(media, out, resume=True, batch=4))
-    said, ticks = [], []
+    said, ticks, totals = [], [], []
     with log_lines_to(said.append):
-        report = extract_features(options(media, out, resume=True), progress=ticks.append)
+        report = extract_features(options(media, out, resume=True), progress=ticks.append, start=totals.append)
     assert report.resumed == 2 and report.videos == 11 and not folder.exists()
-    assert said == [f"resuming: 2 videos already extracted in {folder}"] and ticks[0] == 2 and sum(ticks) == 11
+    # The progress counts this run's job: the 9 videos left, not the 2 already done.
+    assert said == [f"resuming: 2 videos already extracted in {folder}"] and totals == [9] and sum(ticks) == 9
     assert digest(out) == digest(stores[("resnet50", "videos")])
 
 
@@ -519,3 +520,50 @@ def test_specification_and_catalogue_load_no_torch():
             "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_progress_counts_only_the_videos_that_will_be_extracted(media, tmp_path):
+    # A try on a few videos of a large split (--allow-missing): the bar's total is those few, so its time left is
+    # the job's, not that of the whole split.
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    chosen = sorted(p.name for p in (media / "videos").iterdir())[:3]
+    for name in chosen:
+        (videos / name).symlink_to(media / "videos" / name)
+    ticks, totals = [], []
+    report = extract_features(options(media, tmp_path / "few.h5", videos=videos, allow_missing=True),
+                              progress=ticks.append, start=totals.append)
+    assert totals == [3] and sum(ticks) == 3 and report.videos == 3 and len(report.missing) == 8
+
+
+def test_a_failure_before_any_video_leaves_no_work_folder(media, tmp_path):
+    # The first video cannot be decoded: nothing was extracted, so nothing is left to resume, and the next attempt
+    # needs neither --resume nor --force.
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    names = sorted(p.name for p in (media / "videos").iterdir())
+    first = split_video_table(load_split(media / "split"))["video_id"].iloc[0]
+    for name in names:
+        (videos / name).symlink_to(media / "videos" / name)
+    (videos / f"{first}.mp4").unlink()
+    (videos / f"{first}.mp4").write_bytes(b"not a video")
+    out = tmp_path / "f.h5"
+    with pytest.raises(MeidBenchError, match="cannot decode"):
+        extract_features(options(media, out, videos=videos, workers=1))
+    assert not work_folder_for(out).exists() and not out.exists()
+    report = extract_features(options(media, out, videos=videos, workers=1, allow_missing=True))
+    assert report.videos == 10 and [v for v, _ in report.missing] == [first]
+
+
+@pytest.mark.parametrize("name, shape", [("resnet101", (2, 3, 64, 64)), ("resnet50", (2, 3, 64, 64)),
+                                         ("r2plus1d_18", (2, 3, 4, 32, 32))])
+def test_random_weights_give_features_float16_can_hold(name, shape):
+    # --weights random (tests, timing): the randomly initialised ResNet-101 gave features up to 1.6e5, beyond
+    # float16's 65504, so a float16 store of them held inf. Each block now starts as its shortcut.
+    from meid_bench.extract.backbones import build_backbone
+
+    model = build_backbone(name)
+    with torch.no_grad():
+        features = model(torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 3)
+    assert torch.isfinite(features.half()).all() and features.abs().max() < 100
+    assert not torch.equal(features[0], features[1])  # still a function of its input

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -56,18 +57,23 @@ def extract(split_dir: Path, videos: Path | None, frames: Path | None, backbone:
       meid-bench features extract --split splits/charadesegolt --videos data/CharadesEgo_v1 \\
           --backbone r2plus1d_18 --out features/charadesegolt-r2plus1d.h5
     """
-    from meid_bench.build.features.pack import split_video_table
-    from meid_bench.build.split_io import load_split
     from meid_bench.extract.run import ExtractOptions, extract_features
     from meid_bench.logs import progress_wanted
 
     options = ExtractOptions(split=split_dir, backbone=backbone, videos=videos, frames=frames, out=out,
                              weights=weights, fps=fps, frames_fps=frames_fps, device=device, batch=batch,
                              workers=workers, dtype=dtype, resume=resume, force=force, allow_missing=allow_missing)
-    total = len(split_video_table(load_split(split_dir)))
-    with click.progressbar(length=total, label="extracting", file=sys.stderr, show_pos=True, show_eta=True,
-                           hidden=not progress_wanted()) as bar:
-        report = extract_features(options, progress=bar.update)
+    with contextlib.ExitStack() as stack:
+        bars: list = []
+
+        def start(count: int) -> None:
+            # The bar counts the videos this run reads (not those without a source, nor those already done), so
+            # its position and time left are those of the job.
+            bars.append(stack.enter_context(click.progressbar(length=count, label="extracting", file=sys.stderr,
+                                                              show_pos=True, show_eta=True,
+                                                              hidden=not progress_wanted())))
+
+        report = extract_features(options, progress=lambda n: bars[0].update(n), start=start)
     click.echo(f"wrote {report.path}: {report.videos} videos, {report.frames} frames of dimension {report.dim} "
                f"({dtype}); {len(report.missing)} recorded missing; {report.ignored} input entries not in the split "
                "ignored")

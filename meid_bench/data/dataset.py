@@ -59,7 +59,10 @@ class VideoFeatureDataset(torch.utils.data.Dataset):
         if not keep.all() and not skip_missing:
             absent = [v for v, k in zip(ids, keep) if not k]
             raise MeidBenchError(f"{self.store.path}: {len(absent)} {subset} videos are recorded missing (first: "
-                                 f"{', '.join(absent[:5])}); pack their features or use skip_missing")
+                                 f"{', '.join(absent[:5])}); training and evaluation need every video: extract "
+                                 "them again once their sources are readable (`meid-bench features extract ... "
+                                 "--resume`) or pack their features (`meid-bench features pack`); a Python script "
+                                 "may leave them out with VideoFeatureDataset(..., skip_missing=True)")
         self.subset = subset
         self.video_ids: list[str] = [v for v, k in zip(ids, keep) if k]
         self.targets = targets[keep].astype(np.float32)

@@ -20,7 +20,7 @@ from meid_bench.extract.catalog import backbone_info
 
 
 def _initialise(model: nn.Module, conv: type, norm: type, linear_std: float | None = None) -> None:
-    """torchvision's initialisation (what random-weight runs use)."""
+    """torchvision's initialisation (what random-weight runs use, with :func:`_zero_init_residual`)."""
     for m in model.modules():
         if isinstance(m, conv):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -224,4 +224,17 @@ def build_backbone(name: str, width: int = 64, blocks: Sequence[int] | None = No
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _BUILDERS[name](int(width), None if blocks is None else tuple(int(b) for b in blocks))
+    _zero_init_residual(model)
     return model.eval()
+
+
+def _zero_init_residual(model: nn.Module) -> None:
+    """torchvision's ``zero_init_residual=True``: the last norm of every residual branch starts at zero, so each
+    block starts as its shortcut. Why: with every branch at full scale, the variance doubles block after block, and
+    the randomly initialised ResNet-101 (``--weights random``, for tests and timing) gives features up to 1.6e5,
+    beyond float16's 65504; this way they stay of the order of one at any depth. Loaded weights replace it all."""
+    for module in model.modules():
+        if isinstance(module, Bottleneck):
+            nn.init.zeros_(module.bn3.weight)
+        elif isinstance(module, VideoBasicBlock):
+            nn.init.zeros_(module.conv2[-1].weight)

@@ -181,9 +181,14 @@ def _check(options: ExtractOptions) -> str:
     return "videos" if options.videos is not None else "frames"
 
 
-def extract_features(options: ExtractOptions, progress: Callable[[int], None] | None = None) -> ExtractReport:
+def extract_features(options: ExtractOptions, progress: Callable[[int], None] | None = None,
+                     start: Callable[[int], None] | None = None) -> ExtractReport:
     """Extract features for every video of the split into its feature store; see the module docstring. A resumed
-    extraction says so in the log (``meid_bench.extract.run``)."""
+    extraction says so in the log (``meid_bench.extract.run``).
+
+    ``start`` is called once, before the first video, with the number of videos this call will read (not those
+    without a source nor those a resumed extraction already has); ``progress`` then with each video read.
+    A failure before any video is finished leaves no work folder behind (nothing to resume)."""
     started = time.perf_counter()
     kind = _check(options)
     split = load_split(options.split)
@@ -234,13 +239,14 @@ def extract_features(options: ExtractOptions, progress: Callable[[int], None] | 
     report.missing = [(v, "no source") for v in absent]
     if work.resumed:
         logger.info(f"resuming: {len(work.done)} videos already extracted in {work.folder}")
-    if progress is not None and len(work.done):
-        progress(len(work.done))
     todo = [v for v in ids if v in present and v not in work.done]
+    if start is not None:
+        start(len(todo))
     reader = _Reader(info, weights.preprocessing, kind, fps, options.frames_fps)
     store_dtype = _store_dtype(options.dtype)
 
     results = _read_ahead(reader, [(v, present[v], durations[v]) for v in todo], options.workers)
+    finished = False
     try:
         for video_id, result in results:
             if isinstance(result, MeidBenchError):
@@ -261,9 +267,14 @@ def extract_features(options: ExtractOptions, progress: Callable[[int], None] | 
                 work.add(video_id, features)
             if progress is not None:
                 progress(1)
+        finished = True
     finally:
         results.close()  # stops the reading threads now, also on an error
         work.flush()  # also on an error or Ctrl-C: finished videos are kept for --resume
+        if not finished and not work.resumed and not work.done:
+            # Nothing of this run's own work folder is worth resuming: remove it, so that the next attempt (say
+            # with --dtype float32) starts without --force.
+            work.remove()
 
     attributes = {"backbone": backbone, "weights": weights.label, "weights_sha256": weights.sha256,
                   "preprocessing": json.dumps(job["preprocessing"], sort_keys=True),
