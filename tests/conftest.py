@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def data_roots() -> list[Path]:
+    """Where the licensed annotation folders (charades/, videolt/) are looked for, in order: $MEID_BENCH_DATA (as
+    `meid-bench build` reads it) when set, else ./data of the checkout (the CLI's default), then a shared data
+    folder beside the checkout."""
+    configured = os.environ.get("MEID_BENCH_DATA")
+    if configured:
+        return [Path(configured)]
+    return [REPO / "data", SHARED_DATA]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # CI runs these a second time under ATEN_CPU_CAPABILITY=default (PyTorch's portable kernels): a test that pins
     # bytes which depend on the CPU's instruction set then fails on the CI machine too, not only on a user's.
@@ -21,11 +32,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def real_data(name: str) -> Path:
-    """A folder of ../shared/data; the test is skipped where the licensed files are not present."""
-    path = SHARED_DATA / name
-    if not path.is_dir():
-        pytest.skip(f"real annotation files not present at {path}")
-    return path
+    """The folder ``name`` of the first data root that has it; the test is skipped where the licensed files are
+    not present."""
+    for root in data_roots():
+        if (root / name).is_dir():
+            return root / name
+    looked = " or ".join(str(root / name) for root in data_roots())
+    pytest.skip(f"real annotation files not present at {looked}; set MEID_BENCH_DATA to the folder holding {name}/")
 
 
 @pytest.fixture

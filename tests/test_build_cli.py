@@ -170,3 +170,16 @@ def test_demo_runs_and_refuses_to_overwrite(tmp_path):
     assert (tmp_path / "demo" / "runs" / "meid" / "metrics.json").is_file()
     assert "report written" in result.output
     assert_clean_error(run("demo", "--out", tmp_path / "demo"), "earlier demo", "--force")
+
+
+def test_real_data_tests_honour_meid_bench_data(tmp_path, monkeypatch):
+    # The tests on the licensed annotation files look where `meid-bench build` looks: $MEID_BENCH_DATA first.
+    import conftest
+
+    (tmp_path / "charades").mkdir()
+    monkeypatch.setenv("MEID_BENCH_DATA", str(tmp_path))
+    assert conftest.real_data("charades") == tmp_path / "charades"
+    with pytest.raises(pytest.skip.Exception, match="set MEID_BENCH_DATA to the folder holding videolt/"):
+        conftest.real_data("videolt")
+    monkeypatch.delenv("MEID_BENCH_DATA")
+    assert conftest.data_roots()[0] == conftest.REPO / "data"

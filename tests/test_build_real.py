@@ -62,6 +62,11 @@ def test_build_and_verify_against_the_shipped_reference(charades_real, tmp_path)
     good = _cli("build", "charadeslt", "--annotations", charades_real, "--out", tmp_path / "good",
                 "--expect-reference")
     assert good.exit_code == 0 and "shipped reference: MATCH" in good.output, good.output
+    # It names the reference file where it is installed, not a folder of the source checkout only.
+    from meid_bench.build.reference import reference_path
+
+    assert f"as {reference_path('charadeslt')})" in good.output and "splits/expected" not in good.output.replace(
+        str(reference_path("charadeslt")), "")
     assert _cli("verify", tmp_path / "good").exit_code == 0
 
     edited = tmp_path / "edited"

@@ -282,3 +282,18 @@ def test_sweep_spreads_runs_over_the_visible_gpus(project, tmp_path, monkeypatch
     assert sweep_module.run_sweep(project / "split", runs, 2, [], devices=["cuda:0", "cuda:1"]) == []
     devices = [c[c.index("--device") + 1] for c in commands]
     assert len(devices) == 4 and devices.count("cuda:0") == 2 and devices.count("cuda:1") == 2
+
+
+def test_the_readme_python_snippet_runs_and_reproduces_the_runs_test_map(project, capsys):
+    # The README's snippet, as printed there, on this project's split and run: every name defined, and the model
+    # on the evaluation frames gives back the run's own test mAP.
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    split = project / "split"
+    code = (snippet.replace('"splits/charadeslt/features.h5"', repr(str(split / "features.h5")))
+            .replace('"splits/charadeslt"', repr(str(split)))
+            .replace('"runs/charadeslt-meid-seed0"', repr(str(project / "run"))))
+    assert code.count(str(project)) == 3
+    exec(compile(code, "README.md", "exec"), {})
+    shown, recorded = capsys.readouterr().out.split()
+    assert float(shown) == float(recorded) == json.loads((project / "run" / "metrics.json").read_text())["mAP"]

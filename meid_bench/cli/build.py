@@ -28,8 +28,10 @@ def _report_reference(split, status: str, differences: list[str], quiet_match: b
     if quiet_match and status != "differ":
         return
     if status == "match":
-        click.echo("shipped reference: MATCH (same videos, labels and classes as splits/expected/"
-                   f"{split.name}.json)")
+        from meid_bench.build.reference import reference_path
+
+        # The file itself, wherever it is installed (a wheel has no splits/expected/ folder).
+        click.echo(f"shipped reference: MATCH (same videos, labels and classes as {reference_path(split.name)})")
     elif status == "differ":
         warn(f"shipped reference: DIFFERENT - this default-protocol {split.name} split is NOT the published "
              f"benchmark ({'; '.join(differences)}); results on it are not comparable with published ones")
@@ -112,7 +114,8 @@ def build(benchmark: str, annotations: Path | None, imbalance: float, profile: s
           force: bool, expect_reference: bool, as_json: bool) -> None:
     """Build a long-tailed multi-label split folder from raw annotations (protocol v1).
 
-    A default build is compared with the shipped reference (splits/expected/): a difference is a warning on
+    A default build is compared with the reference shipped with meid-bench (the package data
+    meid_bench.references; splits/expected/ in a source checkout): a difference is a warning on
     stderr, or with --expect-reference an error (exit status 1) before anything is written.
 
     \b
@@ -157,7 +160,7 @@ def verify(split_dir: Path, write_reference: Path | None, without_ids: bool, as_
     Examples:
       meid-bench verify splits/charadeslt
       meid-bench verify splits/charadeslt --json
-      meid-bench verify splits/charadeslt --write-reference splits/expected/charadeslt.json
+      meid-bench verify splits/charadeslt --write-reference charadeslt-reference.json
     """
     if write_reference is not None:
         check_output_file(write_reference, force=True, option="--write-reference")
