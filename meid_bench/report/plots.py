@@ -145,7 +145,8 @@ def training_curves(methods: Sequence[str], logs: Sequence[Sequence[dict]], titl
             losses = np.array([sum(v for k, v in r.items() if k.startswith("loss_") and isinstance(v, (int, float)))
                                for r in records], dtype=np.float64)
             loss_axes.plot(epochs, losses, color=colour, linestyle=style, linewidth=1.0, alpha=0.85)
-            val = [(shown_epoch(r["epoch"]), 100.0 * r["val_mAP"]) for r in records if isinstance(r.get("val_mAP"), float)]
+            val = [(shown_epoch(r["epoch"]), 100.0 * r["val_mAP"]) for r in records
+                   if isinstance(r.get("val_mAP"), float)]
             if val:
                 x, y = zip(*val)
                 val_axes.plot(x, y, color=colour, linestyle=style, linewidth=1.0, alpha=0.85, marker="o",

@@ -145,7 +145,8 @@ def rescore_run(run: Run, split: Split, subset: str = "test", force: bool = Fals
                 raise
     result, evaluator = evaluate_run(run, split, subset)
     if per_class_path.exists() and not force:
-        header = per_class_path.read_bytes()[:4096].split(b"\n", 1)[0].decode("utf-8", "replace")
+        with open(per_class_path, "rb") as handle:  # the header line is enough to tell
+            header = handle.read(4096).split(b"\n", 1)[0].decode("utf-8", "replace")
         if header.split(",") != list(evaluator.per_class(result).columns):
             raise MeidBenchError(f"{per_class_path}: exists and is not a per-class file that `meid-bench evaluate` "
                                  "wrote; move it away or pass --force to replace it")

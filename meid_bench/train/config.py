@@ -438,8 +438,8 @@ def apply_overrides(recipe: Recipe, overrides: Sequence[str]) -> Recipe:
             if not isinstance(node.get(part), dict):
                 if parts[0] in ("schedule", "schedules"):
                     # Training applies the benchmark's schedule to the top-level keys first; --set changes those.
-                    applied = (f"the benchmark's schedule ({data['schedule_from']}) is already applied to the top-level "
-                               "keys" if data.get("schedule_from") else "a schedule sets the top-level keys")
+                    applied = (f"the benchmark's schedule ({data['schedule_from']}) is already applied to the "
+                               "top-level keys" if data.get("schedule_from") else "a schedule sets the top-level keys")
                     raise MeidBenchError(f"--set {override!r}: {applied}: shorten a run with --epochs N, or set "
                                          "epochs, optim.lr and optim.milestones, e.g. --set optim.milestones=[2]")
                 sections = sorted(k for k, v in node.items() if isinstance(v, dict) and k != "schedules")
