@@ -559,7 +559,7 @@ def test_a_failure_before_any_video_leaves_no_work_folder(media, tmp_path):
                                          ("r2plus1d_18", (2, 3, 4, 32, 32))])
 def test_random_weights_give_features_float16_can_hold(name, shape):
     # --weights random (tests, timing): the randomly initialised ResNet-101 gave features up to 1.6e5, beyond
-    # float16's 65504, so a float16 store of them held inf. Each block now starts as its shortcut.
+    # float16's 65504, so a float16 store of them held inf. Each residual branch now starts at 1/sqrt(blocks).
     from meid_bench.extract.backbones import build_backbone
 
     model = build_backbone(name)

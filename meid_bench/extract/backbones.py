@@ -11,6 +11,7 @@ stage) exist so that tests can run the same code on tiny random networks; publis
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -20,7 +21,7 @@ from meid_bench.extract.catalog import backbone_info
 
 
 def _initialise(model: nn.Module, conv: type, norm: type, linear_std: float | None = None) -> None:
-    """torchvision's initialisation (what random-weight runs use, with :func:`_zero_init_residual`)."""
+    """torchvision's initialisation (what random-weight runs use, with :func:`_scale_residual_branches`)."""
     for m in model.modules():
         if isinstance(m, conv):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -224,17 +225,18 @@ def build_backbone(name: str, width: int = 64, blocks: Sequence[int] | None = No
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _BUILDERS[name](int(width), None if blocks is None else tuple(int(b) for b in blocks))
-    _zero_init_residual(model)
+    _scale_residual_branches(model)
     return model.eval()
 
 
-def _zero_init_residual(model: nn.Module) -> None:
-    """torchvision's ``zero_init_residual=True``: the last norm of every residual branch starts at zero, so each
-    block starts as its shortcut. Why: with every branch at full scale, the variance doubles block after block, and
-    the randomly initialised ResNet-101 (``--weights random``, for tests and timing) gives features up to 1.6e5,
-    beyond float16's 65504; this way they stay of the order of one at any depth. Loaded weights replace it all."""
-    for module in model.modules():
-        if isinstance(module, Bottleneck):
-            nn.init.zeros_(module.bn3.weight)
-        elif isinstance(module, VideoBasicBlock):
-            nn.init.zeros_(module.conv2[-1].weight)
+def _scale_residual_branches(model: nn.Module) -> None:
+    """The last norm of every residual branch starts at 1 / sqrt(number of residual blocks), not 1. Why: a random
+    network runs in eval mode, where each norm (running mean 0, variance 1) passes its input through, so every block
+    at full scale multiplies the variance by about two; the randomly initialised ResNet-101 (``--weights random``,
+    for tests and timing) then gave features up to 1.6e5, beyond float16's 65504. Scaled, the variance grows by at
+    most a factor of about e over the whole network, at any depth, and every block still shapes the features.
+    Loaded weights replace all of it."""
+    last_norms = [module.bn3 if isinstance(module, Bottleneck) else module.conv2[-1]
+                  for module in model.modules() if isinstance(module, (Bottleneck, VideoBasicBlock))]
+    for norm in last_norms:
+        nn.init.constant_(norm.weight, 1.0 / math.sqrt(len(last_norms)))
