@@ -49,12 +49,15 @@ def train(split_dir: Path, features: Path | None, recipe: str, out: Path | None,
     """
     from meid_bench.logs import progress_wanted
     from meid_bench.train.loop import TrainOptions
+    from meid_bench.train.distributed import launched_rank
     from meid_bench.train.loop import train as run_training
 
     options = TrainOptions(split=split_dir, features=features, recipe=recipe, out=out, device=device,
                            epochs=epochs, seed=seed, resume=resume, workers=workers, resident=resident,
                            overrides=overrides, progress=progress_wanted())
     run_dir = run_training(options)
+    if launched_rank() != 0:  # under torchrun rank 0 writes the run's files and reports it, once
+        return
     if as_json:
         echo_json(run_summary(run_dir))
     else:
