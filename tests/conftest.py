@@ -58,3 +58,15 @@ def hostile_base(tmp_path_factory) -> Path:
     from hostile_support import build_base
 
     return build_base(tmp_path_factory.mktemp("hostile-base"))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``cuda`` run only where PyTorch sees a CUDA GPU (``pytest -m cuda`` runs just them)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU visible to PyTorch")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

@@ -98,3 +98,54 @@ def test_two_ranks_train_to_the_end_when_the_last_batch_is_smaller_than_the_worl
     assert [record["steps"] for record in log] == [2, 2]
     assert all(np.isfinite(value) for record in log for key, value in record.items() if key.startswith("loss_"))
 
+
+_LAUNCHER = '''
+import os, sys
+from meid_bench.train.loop import Trainer
+
+stop_after = int(os.environ.get("STOP_AFTER_EPOCH", "-1"))
+if stop_after >= 0:  # an interruption of every rank after that epoch's checkpoint, like a cluster's time limit
+    end_of_epoch = Trainer._epoch_done
+
+    def stopping(self, epoch, record):
+        end_of_epoch(self, epoch, record)
+        self.dist.barrier()
+        if epoch == stop_after:
+            sys.exit(9)
+
+    Trainer._epoch_done = stopping
+from meid_bench.cli import main
+main(prog_name="meid-bench")
+'''
+
+
+def test_two_ranks_resume_each_from_its_own_generators_to_the_bytes_of_a_straight_run(ddp_split, tmp_path):
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(_LAUNCHER)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    videos = len(load_split(ddp_split).train)
+
+    def run(out: str, *extra: str, stop_after: int = -1) -> subprocess.CompletedProcess:
+        command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(launcher), "-q", "train",
+                   "--split", str(ddp_split), "--recipe", "meid", "--epochs", "3", "--device", "cpu",
+                   "--out", str(tmp_path / out), "--set", "model.dropout=0.3",
+                   *[a for o in (*TINY, f"batch_size={videos - 1}") for a in ("--set", o)], *extra]
+        env = dict(os.environ, OMP_NUM_THREADS="1", STOP_AFTER_EPOCH=str(stop_after))
+        return subprocess.run(command, capture_output=True, text=True, timeout=400, env=env)
+
+    straight = run("straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    stopped = run("resumed", stop_after=1)
+    assert stopped.returncode != 0 and not (tmp_path / "resumed" / "metrics.json").exists()
+    saved = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["epoch"] == 1 and len(saved["rng_per_rank"]) == 2
+    # Each rank kept its own generators (the loop seeds rank r with seed + r).
+    assert not torch.equal(saved["rng_per_rank"][0]["torch"], saved["rng_per_rank"][1]["torch"])
+    resumed = run("resumed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = tmp_path / "straight", tmp_path / "resumed"
+    assert (a / "metrics.json").read_text() == (b / "metrics.json").read_text()
+    final = [torch.load(run / "checkpoints" / "last.pt", weights_only=True) for run in (a, b)]
+    assert all(torch.equal(final[0]["model"][k], final[1]["model"][k]) for k in final[0]["model"])
+    for rank in (0, 1):
+        assert torch.equal(final[0]["rng_per_rank"][rank]["torch"], final[1]["rng_per_rank"][rank]["torch"])

@@ -211,6 +211,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(optim.milestones), optim.gamma)
         self.val_evaluator = Evaluator(split, "val")
         self.start_epoch, self.best = 0, {"epoch": -1, "val_mAP": -1.0}
+        self._rank_rng: list[dict] = []
         if self.resume:
             last = load_checkpoint(self.run_dir / "checkpoints" / "last.pt", recipe.model.name,
                                    split.accepted_checksums,
@@ -270,8 +271,7 @@ class Trainer:
                 train_ap = average_precision(predict(self.wrapped, self.train_eval, device),
                                              self.train_eval.dataset.targets)
                 self.mix.update_class_ap(train_ap)
-            if self.dist.is_main:
-                self._end_of_epoch(epoch, record)
+            self._epoch_done(epoch, record)
         self.dist.barrier()
         if self.dist.is_main:
             self._finish()
@@ -297,7 +297,15 @@ class Trainer:
                            "split this size it may barely train (the recipe has no schedule for this benchmark: "
                            f"add one under `schedules: {self.split.name}:`, docs/models.md)")
 
-    # -- per-epoch bookkeeping (rank 0 only) -----------------------------------------------------------------
+    # -- per-epoch bookkeeping ---------------------------------------------------------------------------------
+    def _epoch_done(self, epoch: int, record: dict) -> None:
+        """Every rank: hand this rank's generators to rank 0, which validates and writes the checkpoints."""
+        # Each rank draws its own dropout masks, distillation frames and mixing permutations, and resumes from its
+        # own states.
+        self._rank_rng = self.dist.gather(self._rng_state())
+        if self.dist.is_main:
+            self._end_of_epoch(epoch, record)
+
     def _end_of_epoch(self, epoch: int, record: dict) -> None:
         last = epoch == self.recipe.epochs - 1
         if (epoch + 1) % self.recipe.eval_every == 0 or last:
@@ -369,6 +377,9 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "mix": self.mix.state_dict() if self.mix is not None else {},
             "torch_rng": torch.get_rng_state(),
+            # Rank 0's states now (after validation, which draws nothing, but may one day), the others' as gathered
+            # at the end of the epoch's training: where each rank goes on from.
+            "rng_per_rank": [self._rng_state(), *self._rank_rng[1:]],
             "best": dict(self.best),
             "meid_bench_version": __version__,
         }
@@ -382,14 +393,44 @@ class Trainer:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
-        if self.mix is not None:
-            self.mix.load_state_dict(payload["mix"])
-        torch.set_rng_state(payload["torch_rng"])
+        self._restore_rng(payload)
         self.start_epoch, self.best = payload["epoch"] + 1, dict(payload["best"])
         log = self.run_dir / "log.jsonl"
         if log.is_file():  # drop records of epochs after the checkpoint, and a line cut off by the interruption
             kept = [record for record in read_log(log) if record["epoch"] <= payload["epoch"]]
             write_text_atomic(log, "".join(json.dumps(record) + "\n" for record in kept))
+
+    def _rng_state(self) -> dict:
+        """This process's random generators as they stand: torch's CPU generator, the CUDA generator of the
+        training GPU (dropout, the distillation's frame draws and the random-frames ablation draw there) and the
+        batch mixing's. Nothing draws from numpy's or Python's global generators; the samplers and frame draws
+        use generators made afresh from (seed, epoch, rank) each epoch, so a resumed epoch remakes them."""
+        state: dict = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.mix is not None:
+            state["mix"] = self.mix.state_dict()
+        return state
+
+    def _restore_rng(self, payload: dict) -> None:
+        """This rank's generators from the checkpoint (see :meth:`_rng_state`)."""
+        ranks = payload.get("rng_per_rank")
+        if ranks is None:  # a checkpoint of meid-bench 0.3 or earlier: rank 0's CPU generator only
+            if self.mix is not None:
+                self.mix.load_state_dict(payload["mix"])
+            torch.set_rng_state(payload["torch_rng"])
+            return
+        if len(ranks) != self.dist.world:
+            how = f"torchrun --nproc_per_node {len(ranks)} ..." if len(ranks) > 1 else "one process (no torchrun)"
+            raise MeidBenchError(f"{self.run_dir / 'checkpoints' / 'last.pt'}: field 'rng_per_rank': the run was "
+                                 f"trained by {len(ranks)} process(es), this is {self.dist.world}; resume it with "
+                                 f"{how}")
+        mine = ranks[self.dist.rank]
+        torch.set_rng_state(mine["torch"])
+        if self.device.type == "cuda" and "cuda" in mine:  # a run started on the CPU has no CUDA state to resume
+            torch.cuda.set_rng_state(mine["cuda"], self.device)
+        if self.mix is not None:
+            self.mix.load_state_dict(mine["mix"])
 
     @property
     def features_sha256(self) -> str:
