@@ -216,6 +216,7 @@ class StreamedFeatures:
         self.gatherer = BatchGatherer(dataset.store, self.device, threads)
         self.frame_labels = (PackedFrameLabels(dataset.store, dataset.positions, self.device)
                              if dataset.frame_labels else None)
+        self._first_rows_on_device: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.video_ids)
@@ -223,28 +224,41 @@ class StreamedFeatures:
     def frame_rows(self, index_batches: Sequence[torch.Tensor], generator: torch.Generator | None) -> list[np.ndarray]:
         """The store rows [B, num_frames] each batch reads: all the epoch's frames are drawn first, batch after
         batch, as the resident path draws them, and brought to the host in one transfer."""
+        return self._frame_rows(index_batches, generator)[0]
+
+    def _frame_rows(self, index_batches: Sequence[torch.Tensor], generator: torch.Generator | None
+                    ) -> tuple[list[np.ndarray], list[torch.Tensor] | None]:
+        """:meth:`frame_rows`, and the same rows kept on the device when batches carry per-frame labels (read
+        there each step, with no copy from the host)."""
         if not index_batches:
-            return []
+            return [], []
         frames = []
         for index in index_batches:
             lengths = self.lengths[index]
             frames.append(draw_frames(lengths, self.num_frames, generator) if self.train
                           else uniform_frames(lengths, self.num_frames))
+        sizes = [len(index) for index in index_batches]
+        on_device = None
+        if self.frame_labels is not None:
+            if self._first_rows_on_device is None:
+                self._first_rows_on_device = torch.from_numpy(self.first_rows).to(self.device)
+            joined = torch.cat(frames) + self._first_rows_on_device[torch.cat(list(index_batches))].unsqueeze(1)
+            on_device = list(torch.split(joined, sizes))
         drawn = torch.cat(frames).cpu().numpy()
         videos = torch.cat(list(index_batches)).cpu().numpy()
         rows = drawn + self.first_rows[videos][:, None]
-        return np.split(rows, np.cumsum([len(index) for index in index_batches])[:-1])
+        return np.split(rows, np.cumsum(sizes)[:-1]), on_device
 
     def batches(self, index_batches: Sequence[torch.Tensor], class_batches: Sequence[torch.Tensor] | None = None,
                 generator: torch.Generator | None = None) -> Iterator[dict[str, torch.Tensor]]:
         """The batches of videos ``index_batches`` (int64 tensors on the device), with label masks from
         ``class_batches`` when given; random frames come from ``generator`` (see :func:`epoch_generator`)."""
-        rows = self.frame_rows(index_batches, generator)
+        rows, rows_on_device = self._frame_rows(index_batches, generator)
         for i, features in enumerate(self.gatherer.gather(rows)):
             index = index_batches[i]
             out = {"features": features, "index": index, "target": self.targets[index]}
             if self.frame_labels is not None:
-                out["frame_labels"] = self.frame_labels.rows(torch.from_numpy(rows[i]).to(self.device))
+                out["frame_labels"] = self.frame_labels.rows(rows_on_device[i])
             if class_batches is not None:
                 out["mask"] = label_masks(out["target"], class_batches[i])
             yield out
