@@ -69,10 +69,22 @@ def _same(a: dict, b: dict) -> bool:
     return all(torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
 
 
+@pytest.fixture
+def deterministic(monkeypatch):
+    """CUDA's index_add and index_put accumulate with atomics unless asked not to: without this two uninterrupted
+    runs differ in the last bits already. (cuBLAS wants a fixed workspace for the same reason.)"""
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("recipe", ["meid", "mixup"])
 def test_resume_restores_every_generator_and_reproduces_the_bytes(resume_split, tmp_path, monkeypatch, recipe,
-                                                                  device):
+                                                                  device, request):
+    if device == "cuda":
+        request.getfixturevalue("deterministic")
     def options(out: str, resume: bool = False) -> TrainOptions:
         return TrainOptions(split=resume_split, recipe=recipe, out=tmp_path / out, epochs=3, device=device,
                             resume=resume, overrides=TINY)
