@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -59,14 +58,13 @@ def extract(split_dir: Path, videos: Path | None, frames: Path | None, backbone:
     from meid_bench.build.features.pack import split_video_table
     from meid_bench.build.split_io import load_split
     from meid_bench.extract.run import ExtractOptions, extract_features
-    from meid_bench.logs import progress_wanted
+    from meid_bench.logs import progress_bar
 
     options = ExtractOptions(split=split_dir, backbone=backbone, videos=videos, frames=frames, out=out,
                              weights=weights, fps=fps, frames_fps=frames_fps, device=device, batch=batch,
                              workers=workers, dtype=dtype, resume=resume, force=force, allow_missing=allow_missing)
     total = len(split_video_table(load_split(split_dir)))
-    with click.progressbar(length=total, label="extracting", file=sys.stderr, show_pos=True, show_eta=True,
-                           hidden=not progress_wanted()) as bar:
+    with progress_bar(total, "extracting", show_eta=True) as bar:
         report = extract_features(options, progress=bar.update)
     click.echo(f"wrote {report.path}: {report.videos} videos, {report.frames} frames of dimension {report.dim} "
                f"({dtype}); {len(report.missing)} recorded missing; {report.ignored} input entries not in the split "
