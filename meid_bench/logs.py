@@ -44,6 +44,27 @@ def progress_wanted() -> bool:
     return sys.stderr.isatty() and logger.isEnabledFor(logging.INFO)
 
 
+class _NoBar:
+    """What :func:`progress_bar` gives when no bar is wanted: the bar's ``update``, doing nothing."""
+
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, steps: int, current_item: object = None) -> None:
+        return None
+
+
+def progress_bar(length: int, label: str, show_eta: bool = False) -> object:
+    """A click progress bar on stderr of ``length`` steps when :func:`progress_wanted`, else one that draws nothing
+    (click's own ``hidden=`` needs click 8.2; this works from click 8.1 on)."""
+    if not progress_wanted():
+        return _NoBar()
+    return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True, show_eta=show_eta)
+
+
 def configure_cli_logging(verbosity: int) -> Callable[[], None]:
     """Route the ``meid_bench`` logger to stderr for one command: ``verbosity`` -1 (``-q``): warnings and errors,
     0: information too, 1 or more (``-v``): debug messages too. Returns the function that puts the logger back as

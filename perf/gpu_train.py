@@ -36,7 +36,7 @@ def main() -> None:
     videos = len(trainer.streams["instance"].dataset)
     streams = len(trainer.streams)
     seconds = statistics.median(r["train_seconds"] for r in log[1:]) if len(log) > 1 else log[0]["train_seconds"]
-    name = torch.cuda.get_device_name(0) if trainer.device.type == "cuda" else "CPU"
+    name = torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else "CPU"  # its GPU, not 0
     print(f"device: {name} ({trainer.device}); torch {torch.__version__}; recipe {args.recipe}; "
           f"{videos} training videos x {streams} batch stream(s) per epoch; batch {trainer.recipe.batch_size}; "
           f"{trainer.recipe.data.train_frames} frames")

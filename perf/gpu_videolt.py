@@ -9,10 +9,12 @@ two random labels each) and a float16 store of 2048-d
 frames with VideoLT's frames per video (``perf/_fixtures.py``: median 111, mean 145) are written to a temporary
 folder (deleted at the end; the store stays in the page cache, so "streamed" reads warm pages). Then, for each
 recipe and each path, ``Trainer`` runs ``--epochs`` epochs with the recipe's own batch and frames (validation on
-one video, negligible); the epoch time is the median over epochs 2..N (the first warms up). GPU utilisation is
-sampled every 0.2 s during training (``torch.cuda.utilization()``, or ``nvidia-smi``). The data path alone is one
-epoch of streamed batches (instance sampler, batch 128, 60 frames) delivered to the GPU as float32, with each
-``--workers`` count. Ends with a compact summary.
+one video, negligible); the epoch time is the median over epochs 2..N (the first warms up). Each run gives its
+measured videos/s (training videos / epoch seconds) and the time 100 epochs of VideoLT's 179,334 training videos
+would take at that rate. GPU utilisation is sampled every 0.2 s during training (``torch.cuda.utilization()``, or
+``nvidia-smi`` asked about the same GPU by its UUID); peak GPU memory is that of each training run alone. The data
+path alone is one epoch of streamed batches (instance sampler, batch 128, 60 frames) delivered to the GPU as float32,
+with each ``--workers`` count. Ends with a compact summary naming the GPU (``torch.cuda.get_device_name``).
 """
 
 from __future__ import annotations
@@ -65,8 +67,7 @@ class UtilisationSampler:
     def _read(self) -> float | None:
         if self.source == "torch.cuda.utilization":
             return float(torch.cuda.utilization(self.device))
-        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-        out = subprocess.run(["nvidia-smi", f"--id={index}", "--query-gpu=utilization.gpu",
+        out = subprocess.run(["nvidia-smi", f"--id={nvidia_smi_id(self.device)}", "--query-gpu=utilization.gpu",
                               "--format=csv,noheader,nounits"], capture_output=True, text=True)
         return float(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
 
@@ -88,6 +89,19 @@ class UtilisationSampler:
 
     def mean(self) -> str:
         return f"{statistics.mean(self.samples):.0f}%" if self.samples else "n/a"
+
+
+def nvidia_smi_id(device: torch.device) -> str:
+    """How ``nvidia-smi --id`` names the GPU torch calls ``device``: by its UUID. torch's index counts only the GPUs
+    CUDA_VISIBLE_DEVICES leaves, in CUDA's order; nvidia-smi's index counts all of them in PCI bus order."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    uuid = str(torch.cuda.get_device_properties(index).uuid)
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+
+
+def videolt_hours(videos_per_s: float, epochs: int = 100) -> float:
+    """Hours that ``epochs`` epochs of VideoLT's training set take at ``videos_per_s``."""
+    return epochs * VIDEOLT_TRAIN_VIDEOS / videos_per_s / 3600
 
 
 def write_data(root: Path, videos: int, dim: int, classes: int) -> tuple[Path, float]:
@@ -131,6 +145,8 @@ def train_run(split_dir: Path, out: Path, recipe: str, resident: str, args) -> d
                            resident=resident, workers=max(args.workers), overrides=tuple(args.overrides))
     trainer = Trainer(options)
     setup = time.perf_counter() - started
+    if device.type == "cuda":  # this run's peak only: not the data-path pass's, nor an earlier run's
+        torch.cuda.reset_peak_memory_stats(device)
     with UtilisationSampler(device) as sampler:
         trainer.fit()
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -138,10 +154,9 @@ def train_run(split_dir: Path, out: Path, recipe: str, resident: str, args) -> d
     epoch = statistics.median(epochs[1:]) if len(epochs) > 1 else epochs[0]
     videos = len(trainer.streams["instance"].dataset)
     peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     return {"recipe": recipe, "path": "resident" if resident == "yes" else "streamed", "setup": setup,
-            "epoch": epoch, "videos_per_s": videos / epoch, "streams": len(trainer.streams),
+            "epoch": epoch, "videos_per_s": videos / epoch, "videolt_100_epochs_h": videolt_hours(videos / epoch),
+            "streams": len(trainer.streams),
             "utilisation": sampler.mean(), "peak_gb": peak, "batch": trainer.recipe.batch_size,
             "frames": trainer.recipe.data.train_frames}
 
@@ -181,14 +196,17 @@ def main(argv: list[str] | None = None) -> None:
                 results.append(result)
                 print(json.dumps(result), flush=True)
         print(f"\nsummary ({name}, {args.epochs} epochs, epoch = median of epochs 2..{args.epochs}; MEID's epoch "
-              "draws two batch streams; videos/s = training videos / epoch seconds)")
-        print(f"{'recipe':9} {'path':9} {'set-up s':>8} {'epoch s':>8} {'videos/s':>9} {'GPU util':>8} "
-              f"{'peak GB':>7}  vs resident")
+              "draws two batch streams; videos/s = training videos / epoch seconds; VideoLT 100 ep = 100 epochs "
+              f"of {VIDEOLT_TRAIN_VIDEOS:,} videos at that rate)")
+        print(f"{'recipe':9} {'path':9} {'set-up s':>8} {'epoch s':>8} {'videos/s':>9} {'VideoLT 100 ep':>14} "
+              f"{'GPU util':>8} {'peak GB':>7}  vs resident")
         for result in results:
             base = next((r for r in results if r["recipe"] == result["recipe"] and r["path"] == "resident"), None)
             ratio = f"x{result['epoch'] / base['epoch']:.2f} time" if base and base is not result else ""
+            hours = f"{result['videolt_100_epochs_h']:.1f} h"
             print(f"{result['recipe']:9} {result['path']:9} {result['setup']:8.1f} {result['epoch']:8.2f} "
-                  f"{result['videos_per_s']:9,.0f} {result['utilisation']:>8} {result['peak_gb']:7.1f}  {ratio}")
+                  f"{result['videos_per_s']:9,.0f} {hours:>14} {result['utilisation']:>8} "
+                  f"{result['peak_gb']:7.1f}  {ratio}")
         print(f"total {time.perf_counter() - begun:.0f} s")
     finally:
         shutil.rmtree(root, ignore_errors=True)

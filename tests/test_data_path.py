@@ -244,9 +244,9 @@ def test_index_batches_split_the_epoch_between_ranks():
 
 
 def test_resident_auto_rule_and_decision(split_dir, tmp_path):
-    assert resident_fits(50, 100, CPU) and not resident_fits(51, 100, CPU)
+    assert resident_fits(50, 100, CPU, reserve=0) and not resident_fits(51, 100, CPU, reserve=0)
     cuda = torch.device("cuda")
-    assert resident_fits(75, 100, cuda) and not resident_fits(76, 100, cuda)
+    assert resident_fits(75, 100, cuda, reserve=0) and not resident_fits(76, 100, cuda, reserve=0)
     trainer = Trainer(TrainOptions(split=split_dir, recipe="late_avg", out=tmp_path / "r", device="cpu",
                                    overrides=TINY))
     assert trainer.resident and trainer.streams["instance"].resident is not None

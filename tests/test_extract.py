@@ -130,8 +130,23 @@ def test_store_records_its_provenance(stores):
     assert json.loads(attrs["sampling"])["clip_len"] == 16 and json.loads(attrs["sampling"])["fps"] == FPS
     assert attrs["decoder"].startswith(f"pyav {av.__version__}")
     assert json.loads(attrs["versions"])["torch"] == torch.__version__
+    from meid_bench.train.environment import cpu_name
+    assert attrs["device"] == "cpu" and attrs["device_name"] == cpu_name()
+    assert "cuda" not in json.loads(attrs["versions"])  # the GPU's software only where a GPU extracted
     assert store.dim == 64 and store.dtype == np.float16
     assert FeatureStore(stores[("resnet50", "frames")]).attrs["decoder"].startswith("pillow ")
+
+
+def test_an_extraction_on_a_gpu_records_the_gpu_cuda_and_cudnn(monkeypatch):
+    from meid_bench.extract.run import _versions
+    from meid_bench.train.environment import device_record
+
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91300)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: f"NVIDIA H100 80GB HBM3 (GPU {index})")
+    versions = _versions("videos", torch.device("cuda", 1))
+    assert versions["cuda"] == "13.0" and versions["cudnn"] == "91300" and versions["torch"] == torch.__version__
+    assert device_record(torch.device("cuda", 1))["name"] == "NVIDIA H100 80GB HBM3 (GPU 1)"
 
 
 def test_video_and_frame_folder_give_close_features(stores):

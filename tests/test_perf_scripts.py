@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+
+import pytest
+import torch
 from pathlib import Path
 
 PERF = Path(__file__).resolve().parents[1] / "perf"
@@ -25,10 +28,30 @@ def test_gpu_videolt_script_runs_on_the_cpu(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "0 workers" in out and "1 workers" in out
     summary = out[out.index("summary"):].splitlines()
+    assert "VideoLT 100 ep" in summary[1] and "device CPU" in out
     for recipe in ("meid", "late_avg"):
         rows = [line for line in summary if line.startswith(recipe)]
         assert [row.split()[1] for row in rows] == ["resident", "streamed"] and "time" in rows[1]
+        for row in rows:  # the measured rate and the 100-epoch VideoLT time it implies
+            rate, hours = float(row.split()[4].replace(",", "")), float(row.split()[5])
+            assert row.split()[6] == "h" and hours == pytest.approx(100 * 179_334 / rate / 3600, rel=0.05)
     assert list(tmp_path.iterdir()) == []  # the generated data is deleted
+
+
+def test_gpu_videolt_names_the_gpu_to_nvidia_smi_by_uuid(monkeypatch):
+    module = _script("gpu_videolt")
+    assert module.videolt_hours(179_334 * 100 / 3600) == pytest.approx(1.0)
+
+    class Properties:
+        def __init__(self, index: int) -> None:
+            self.uuid = f"5c1a-{index}"
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: asked.append(index) or Properties(index))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    # torch's cuda:1 under CUDA_VISIBLE_DEVICES=2,5 is nvidia-smi's GPU 5: only the UUID names it for both.
+    assert module.nvidia_smi_id(torch.device("cuda", 1)) == "GPU-5c1a-1"
+    assert module.nvidia_smi_id(torch.device("cuda")) == "GPU-5c1a-3" and asked == [1, 3]
 
 
 def test_loading_benchmark_runs_on_a_tiny_store(tmp_path, capsys, monkeypatch):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from pathlib import Path
 
 import click
@@ -58,7 +57,7 @@ def extract(split_dir: Path, videos: Path | None, frames: Path | None, backbone:
           --backbone r2plus1d_18 --out features/charadesegolt-r2plus1d.h5
     """
     from meid_bench.extract.run import ExtractOptions, extract_features
-    from meid_bench.logs import progress_wanted
+    from meid_bench.logs import progress_bar
 
     options = ExtractOptions(split=split_dir, backbone=backbone, videos=videos, frames=frames, out=out,
                              weights=weights, fps=fps, frames_fps=frames_fps, device=device, batch=batch,
@@ -69,9 +68,7 @@ def extract(split_dir: Path, videos: Path | None, frames: Path | None, backbone:
         def start(count: int) -> None:
             # The bar counts the videos this run reads (not those without a source, nor those already done), so
             # its position and time left are those of the job.
-            bars.append(stack.enter_context(click.progressbar(length=count, label="extracting", file=sys.stderr,
-                                                              show_pos=True, show_eta=True,
-                                                              hidden=not progress_wanted())))
+            bars.append(stack.enter_context(progress_bar(count, "extracting", show_eta=True)))
 
         report = extract_features(options, progress=lambda n: bars[0].update(n), start=start)
     click.echo(f"wrote {report.path}: {report.videos} videos, {report.frames} frames of dimension {report.dim} "

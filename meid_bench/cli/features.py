@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from meid_bench.logs import progress_wanted
+from meid_bench.logs import progress_bar
 
 _DTYPES = click.Choice(["float16", "float32"])
 
@@ -27,7 +26,7 @@ def features() -> None:
 
 
 def _progress(label: str, length: int):
-    return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True, hidden=not progress_wanted())
+    return progress_bar(length, label)
 
 
 def _prepare_output(out: Path, force: bool) -> None:

@@ -31,11 +31,15 @@ _DEVICE_HELP = "auto (a GPU if one is visible), cpu, cuda (the current GPU) or c
               help="Hold all frames on the device (GPU or CPU memory) instead of reading the store per batch; "
                    "auto: when they take at most 75% of the GPU's free memory (50% of the available memory on "
                    "the CPU). Both ways see the same frames.")
+@click.option("--memory-share", type=float, default=1.0, show_default=True,
+              help="Share of the device's memory this run counts on for --resident auto: at most this share of its "
+                   "whole memory (and never more than is free). `sweep` gives each of k runs on one GPU 1/k.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe key (repeatable), e.g. --set optim.lr=1e-3 --set data.train_frames=30.")
 @json_option
 def train(split_dir: Path, features: Path | None, recipe: str, out: Path | None, device: str, epochs: int | None,
-          seed: int, resume: bool, workers: int, resident: str, overrides: tuple[str, ...], as_json: bool) -> None:
+          seed: int, resume: bool, workers: int, resident: str, memory_share: float, overrides: tuple[str, ...],
+          as_json: bool) -> None:
     """Train a recipe on a split; the best epoch on validation is scored on test.
 
     \b
@@ -49,12 +53,16 @@ def train(split_dir: Path, features: Path | None, recipe: str, out: Path | None,
     """
     from meid_bench.logs import progress_wanted
     from meid_bench.train.loop import TrainOptions
+    from meid_bench.train.distributed import launched_rank
     from meid_bench.train.loop import train as run_training
 
     options = TrainOptions(split=split_dir, features=features, recipe=recipe, out=out, device=device,
                            epochs=epochs, seed=seed, resume=resume, workers=workers, resident=resident,
+                           memory_share=memory_share,
                            overrides=overrides, progress=progress_wanted())
     run_dir = run_training(options)
+    if launched_rank() != 0:  # under torchrun rank 0 writes the run's files and reports it, once
+        return
     if as_json:
         echo_json(run_summary(run_dir))
     else:

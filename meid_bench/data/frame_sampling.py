@@ -25,10 +25,18 @@ def random_frame_indices(length: int, num_frames: int, rng: np.random.Generator)
     return np.sort(rng.integers(0, length, size=num_frames))
 
 
-def epoch_generator(seed: int, epoch: int, device: torch.device | str) -> torch.Generator:
-    """The generator of one epoch's frame draws, on ``device`` (where the lengths of the videos are)."""
+# Odd 64-bit constant (the golden ratio's bits) that spreads ranks far apart in seed space.
+_RANK_STRIDE = 0x9E3779B97F4A7C15
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device | str, rank: int = 0) -> torch.Generator:
+    """The generator of one epoch's frame draws, on ``device`` (where the lengths of the videos are).
+
+    ``rank``: the process's rank in data-parallel training. Each rank draws the frames of different videos, and
+    with one seed for all they would also draw the same frame positions for each of their batch rows; rank 0 keeps
+    the single-process seed, so one process runs exactly as before."""
     generator = torch.Generator(device=torch.device(device))
-    generator.manual_seed((int(seed) * 1_000_003 + int(epoch)) & 0x7FFFFFFFFFFFFFFF)
+    generator.manual_seed((int(seed) * 1_000_003 + int(epoch) + int(rank) * _RANK_STRIDE) & 0x7FFFFFFFFFFFFFFF)
     return generator
 
 

@@ -12,6 +12,7 @@ from meid_bench.data.dataset import VideoFeatureDataset
 from meid_bench.data.frame_labels import PackedFrameLabels
 from meid_bench.data.frame_sampling import draw_frames, epoch_generator, uniform_frames
 from meid_bench.data.samplers import label_masks
+from meid_bench.data.staging import StagingFences
 from meid_bench.errors import MeidBenchError
 
 LOAD_CHUNK_BYTES = 64 << 20  # host staging for a copy to an accelerator; the host never holds more than two
@@ -52,25 +53,21 @@ def load_frames(store: FeatureStore, positions: np.ndarray, device: torch.device
             done += hi - lo
         return frames
     rows_per_chunk = max(1, chunk_bytes // (store.dim * store.dtype.itemsize))
-    pin = device.type == "cuda"
+    fences = StagingFences(device, 2)  # per buffer: the end of its last copy, on the target device's stream
+    pin = fences.pinned
     staging = [torch.empty((rows_per_chunk, store.dim), dtype=torch_dtype, pin_memory=pin) for _ in range(2)]
-    copied: list[Any] = [None, None]  # per buffer: an event marking its last copy to the device
     done, turn = 0, 0
     for lo, hi in ranges:
         for start in range(lo, hi, rows_per_chunk):
             count = min(rows_per_chunk, hi - start)
-            if copied[turn] is not None:
-                copied[turn].synchronize()  # the copy out of this buffer has finished: it may be refilled
+            fences.wait(turn)  # the copy out of this buffer has finished: it may be refilled
             buffer = staging[turn][:count]
             store.read_rows(start, start + count, buffer.numpy())
             frames[done:done + count].copy_(buffer, non_blocking=pin)
-            if pin:
-                copied[turn] = torch.cuda.Event()
-                copied[turn].record()
+            fences.copied(turn)
             done += count
             turn = 1 - turn
-    if pin:
-        torch.cuda.current_stream(device).synchronize()
+    fences.wait_all()  # the frames are complete when this returns, and the buffers are free
     return frames
 
 

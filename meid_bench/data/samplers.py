@@ -53,10 +53,26 @@ class _SeededSampler(torch.utils.data.Sampler):
     def index_batches(self, batch_size: int, rank: int = 0, world: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
         """This epoch's draws as batches of ``batch_size`` (video indices, sampled classes); with ``world``
         processes, rank ``rank``'s share of each batch (every ``world``-th draw), so that the ranks together see
-        exactly the single-process batch."""
+        exactly the single-process batch.
+
+        A batch with fewer draws than there are ranks (the epoch's last one: VideoLT's 179,334 training videos
+        leave 6 in the last batch of 128) would leave some ranks nothing to train on, and an empty batch has no
+        loss. Each rank then takes draw ``rank % draws`` of it instead: every rank steps on one video, a few draws
+        counted twice in that one step. Every rank computes the same draws, so all agree without talking.
+        """
+        if batch_size < 1 or world < 1 or not 0 <= rank < world:
+            raise ValueError(f"index_batches: batch_size {batch_size} and world {world} must be >= 1 and rank "
+                             f"{rank} in [0, {world})")
         videos, classes = self.draws()
-        return [(videos[start:start + batch_size][rank::world], classes[start:start + batch_size][rank::world])
-                for start in range(0, len(videos), batch_size)]
+        shares = []
+        for start in range(0, len(videos), batch_size):
+            batch_videos, batch_classes = videos[start:start + batch_size], classes[start:start + batch_size]
+            if len(batch_videos) < world:
+                pick = slice(rank % len(batch_videos), rank % len(batch_videos) + 1)
+            else:
+                pick = slice(rank, None, world)
+            shares.append((batch_videos[pick], batch_classes[pick]))
+        return shares
 
 
 class InstanceSampler(_SeededSampler):

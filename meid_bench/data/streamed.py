@@ -26,6 +26,7 @@ from meid_bench.data.dataset import VideoFeatureDataset
 from meid_bench.data.frame_labels import PackedFrameLabels
 from meid_bench.data.frame_sampling import draw_frames, uniform_frames
 from meid_bench.data.samplers import label_masks
+from meid_bench.data.staging import StagingFences
 
 
 _ADVICE = hasattr(mmap.mmap, "madvise") and hasattr(mmap, "MADV_RANDOM") and hasattr(mmap, "MADV_WILLNEED")
@@ -91,7 +92,8 @@ class BatchGatherer:
         self._pid = -1
         self._hosts: list[torch.Tensor] | None = None
         self._widened: list[torch.Tensor] | None = None
-        self._copied: list[Any] = []  # accelerator: per host buffer, an event marking its last copy to the device
+        # Per host buffer, the end of its last copy to the device (recorded on the target device's stream).
+        self._fences = StagingFences(self.device, 0)
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()
 
@@ -132,11 +134,9 @@ class BatchGatherer:
     def _buffers(self, rows: int) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
         """Host buffers of at least ``rows`` rows, one per slot, kept from one :meth:`gather` to the next."""
         if self._hosts is None or self._hosts[0].shape[0] < rows:
-            for event in self._copied:
-                if event is not None:
-                    event.synchronize()
-            self._copied = [None] * (self.threads + 1)
-            pin = self.device.type == "cuda"
+            self._fences.wait_all()
+            self._fences = StagingFences(self.device, self.threads + 1)
+            pin = self._fences.pinned
             dtype = _torch_dtype(self.store.dtype)
             shape = (rows, self.store.dim)
             self._hosts = [torch.empty(shape, dtype=dtype, pin_memory=pin) for _ in range(self.threads + 1)]
@@ -152,10 +152,10 @@ class BatchGatherer:
         if count == 0:
             return
         store, device = self.store, self.device
-        on_cpu, pin = device.type == "cpu", device.type == "cuda"
         slots = self.threads + 1
         hosts, widened = self._buffers(max(int(np.asarray(rows).size) for rows in row_batches))
-        copied = self._copied
+        fences = self._fences
+        on_cpu, pin = device.type == "cpu", fences.pinned
 
         def rows_of(i: int) -> np.ndarray:
             return np.ascontiguousarray(row_batches[i], dtype=np.int64).reshape(-1)
@@ -168,8 +168,7 @@ class BatchGatherer:
             if i + slots < count:
                 self._advise(rows_of(i + slots))
             slot = i % slots
-            if copied[slot] is not None:
-                copied[slot].synchronize()
+            fences.wait(slot)  # the copy out of this buffer has finished: it may be refilled
             rows = rows_of(i)
             self._gather_into(rows, hosts[slot][:len(rows)].numpy())
             if widened is not None:
@@ -182,9 +181,7 @@ class BatchGatherer:
             if on_cpu:
                 return (widened if widened is not None else hosts)[slot][:size].view(shape)
             features = hosts[slot][:size].to(device, non_blocking=pin)
-            if pin:
-                copied[slot] = torch.cuda.Event()
-                copied[slot].record()
+            fences.copied(slot)
             return (features.float() if self.widen else features).view(shape)
 
         if self.threads == 0:
@@ -219,6 +216,7 @@ class StreamedFeatures:
         self.gatherer = BatchGatherer(dataset.store, self.device, threads)
         self.frame_labels = (PackedFrameLabels(dataset.store, dataset.positions, self.device)
                              if dataset.frame_labels else None)
+        self._first_rows_on_device: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.video_ids)
@@ -226,28 +224,41 @@ class StreamedFeatures:
     def frame_rows(self, index_batches: Sequence[torch.Tensor], generator: torch.Generator | None) -> list[np.ndarray]:
         """The store rows [B, num_frames] each batch reads: all the epoch's frames are drawn first, batch after
         batch, as the resident path draws them, and brought to the host in one transfer."""
+        return self._frame_rows(index_batches, generator)[0]
+
+    def _frame_rows(self, index_batches: Sequence[torch.Tensor], generator: torch.Generator | None
+                    ) -> tuple[list[np.ndarray], list[torch.Tensor] | None]:
+        """:meth:`frame_rows`, and the same rows kept on the device when batches carry per-frame labels (read
+        there each step, with no copy from the host)."""
         if not index_batches:
-            return []
+            return [], []
         frames = []
         for index in index_batches:
             lengths = self.lengths[index]
             frames.append(draw_frames(lengths, self.num_frames, generator) if self.train
                           else uniform_frames(lengths, self.num_frames))
+        sizes = [len(index) for index in index_batches]
+        on_device = None
+        if self.frame_labels is not None:
+            if self._first_rows_on_device is None:
+                self._first_rows_on_device = torch.from_numpy(self.first_rows).to(self.device)
+            joined = torch.cat(frames) + self._first_rows_on_device[torch.cat(list(index_batches))].unsqueeze(1)
+            on_device = list(torch.split(joined, sizes))
         drawn = torch.cat(frames).cpu().numpy()
         videos = torch.cat(list(index_batches)).cpu().numpy()
         rows = drawn + self.first_rows[videos][:, None]
-        return np.split(rows, np.cumsum([len(index) for index in index_batches])[:-1])
+        return np.split(rows, np.cumsum(sizes)[:-1]), on_device
 
     def batches(self, index_batches: Sequence[torch.Tensor], class_batches: Sequence[torch.Tensor] | None = None,
                 generator: torch.Generator | None = None) -> Iterator[dict[str, torch.Tensor]]:
         """The batches of videos ``index_batches`` (int64 tensors on the device), with label masks from
         ``class_batches`` when given; random frames come from ``generator`` (see :func:`epoch_generator`)."""
-        rows = self.frame_rows(index_batches, generator)
+        rows, rows_on_device = self._frame_rows(index_batches, generator)
         for i, features in enumerate(self.gatherer.gather(rows)):
             index = index_batches[i]
             out = {"features": features, "index": index, "target": self.targets[index]}
             if self.frame_labels is not None:
-                out["frame_labels"] = self.frame_labels.rows(torch.from_numpy(rows[i]).to(self.device))
+                out["frame_labels"] = self.frame_labels.rows(rows_on_device[i])
             if class_batches is not None:
                 out["mask"] = label_masks(out["target"], class_batches[i])
             yield out

@@ -29,6 +29,7 @@ from meid_bench.build.features.pack import split_video_table
 from meid_bench.build.features.store import _store_dtype, check_finite
 from meid_bench.build.split_io import load_split
 from meid_bench.devices import resolve_device
+from meid_bench.train.environment import device_record
 from meid_bench.errors import MeidBenchError
 from meid_bench.extract.backbones import build_backbone
 from meid_bench.extract.catalog import BackboneInfo, Preprocessing, backbone_info
@@ -102,11 +103,15 @@ def embed(model: torch.nn.Module, decoded: Decoded, pre: Preprocessing, kind: st
     return torch.cat(outputs).cpu().numpy()
 
 
-def _versions(kind: str) -> dict[str, str]:
+def _versions(kind: str, device: torch.device | None = None) -> dict[str, str]:
+    """The software the features depend on; on a GPU also the CUDA and cuDNN versions torch runs with."""
     from meid_bench import __version__
 
     versions = {"meid_bench": __version__, "python": platform.python_version(), "torch": torch.__version__,
                 "numpy": np.__version__}
+    if device is not None and device.type == "cuda":
+        versions["cuda"] = str(torch.version.cuda)
+        versions["cudnn"] = str(torch.backends.cudnn.version())
     if kind == "videos":
         import av
 
@@ -233,7 +238,8 @@ def extract_features(options: ExtractOptions, progress: Callable[[int], None] | 
     job = {"split_checksum": split.checksum, "backbone": backbone, "weights": weights.label,
            "weights_sha256": weights.sha256, "preprocessing": weights.preprocessing.describe(), "sampling": sampling,
            "input": kind, "decoder": decoder, "dtype": options.dtype, "batch": options.batch,
-           "device": device.type, "precision": "float16" if half else "float32", "versions": _versions(kind)}
+           "device": device.type, "device_name": device_record(device)["name"],
+           "precision": "float16" if half else "float32", "versions": _versions(kind, device)}
     work = WorkFolder(out, job, resume=options.resume, force=options.force, flush_seconds=options.flush_seconds)
     report = ExtractReport(path=out, videos=0, frames=0, dim=model.dim, resumed=len(work.done), ignored=ignored)
     report.missing = [(v, "no source") for v in absent]
@@ -280,7 +286,7 @@ def extract_features(options: ExtractOptions, progress: Callable[[int], None] | 
                   "preprocessing": json.dumps(job["preprocessing"], sort_keys=True),
                   "sampling": json.dumps(sampling, sort_keys=True), "decoder": decoder,
                   "versions": json.dumps(job["versions"], sort_keys=True), "device": device.type,
-                  "precision": job["precision"]}
+                  "device_name": job["device_name"], "precision": job["precision"]}
     params = {"input": kind, "batch": options.batch, "allow_missing": options.allow_missing}
     path = work.assemble(ids, model.dim, options.dtype, attributes, split_checksum=split.checksum,
                          benchmark=benchmark, fps=fps, generator=f"meid-bench features extract ({backbone}, "

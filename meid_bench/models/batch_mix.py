@@ -27,6 +27,16 @@ from meid_bench.errors import MeidBenchError
 from meid_bench.models.options import parse_options
 
 
+def to_device_async(values: np.ndarray, device: torch.device) -> Tensor:
+    """A host array as a tensor on ``device`` without waiting for the device: on CUDA through pinned memory and a
+    non-blocking copy (a copy from ordinary memory waits for the work queued before it, once per step); the
+    caching host allocator keeps the pinned block until the copy has run."""
+    tensor = torch.from_numpy(np.ascontiguousarray(values))
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 class MixedBatch(NamedTuple):
     features: Tensor
     targets: Tensor
@@ -94,7 +104,7 @@ class Mixup(BatchMix):
 
     def __call__(self, features: Tensor, targets: Tensor, mask: Tensor | None = None) -> MixedBatch:
         share = float(self._rng.beta(self.alpha, self.alpha))
-        perm = torch.as_tensor(self._rng.permutation(features.shape[0]), device=features.device)
+        perm = to_device_async(self._rng.permutation(features.shape[0]), features.device)
         mixed_features = share * features + (1.0 - share) * features[perm]
         mixed_targets = share * targets + (1.0 - share) * targets[perm]
         mixed_mask = mask * mask[perm] if mask is not None else None
@@ -121,6 +131,7 @@ class FrameStack(BatchMix):
         self.mix_fraction = mix_fraction
         self.video_ap = video_ap
         self.class_ap = np.zeros(num_classes, dtype=np.float64)
+        self._class_ap_on: tuple[torch.device, Tensor] | None = None  # class_ap on the batches' device
 
     def update_class_ap(self, class_ap: np.ndarray) -> None:
         """Replace the running AP; classes whose AP is NaN (no positives in validation) keep their previous value."""
@@ -128,6 +139,7 @@ class FrameStack(BatchMix):
         if values.shape != (self.num_classes,):
             raise ValueError(f"class_ap must have shape ({self.num_classes},), got {values.shape}")
         self.class_ap = np.where(np.isnan(values), self.class_ap, values)
+        self._class_ap_on = None
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "class_ap": self.class_ap.tolist()}
@@ -135,6 +147,7 @@ class FrameStack(BatchMix):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.class_ap = np.asarray(state["class_ap"], dtype=np.float64)
+        self._class_ap_on = None
 
     def partner_shares(self, targets: Tensor, perm: np.ndarray) -> np.ndarray:
         """beta per mixed video: the share of frames (and label weight) taken from its partner."""
@@ -148,26 +161,40 @@ class FrameStack(BatchMix):
         safe_total = np.where(total < 1e-5, 1.0, total)
         return np.where(total < 1e-5, 0.5, video_ap / safe_total)
 
+    def partner_shares_on_device(self, targets: Tensor, perm: Tensor) -> Tensor:
+        """:meth:`partner_shares` computed where the targets are (float64 [mixed]), without reading them back."""
+        device = targets.device
+        if self._class_ap_on is None or self._class_ap_on[0] != device:
+            self._class_ap_on = (device, to_device_async(self.class_ap, device))
+        class_ap = self._class_ap_on[1]
+        labels = targets.detach().double()
+        if self.video_ap == "positives":
+            video_ap = (labels * class_ap).sum(dim=-1) / labels.sum(dim=-1).clamp_min(1e-12)
+        else:
+            video_ap = (labels * class_ap).mean(dim=-1)
+        total = video_ap + video_ap[perm]
+        safe_total = torch.where(total < 1e-5, torch.ones_like(total), total)
+        return torch.where(total < 1e-5, torch.full_like(total, 0.5), video_ap / safe_total)
+
     def __call__(self, features: Tensor, targets: Tensor, mask: Tensor | None = None) -> MixedBatch:
         batch, num_frames = features.shape[0], features.shape[1]
         mixed = int(batch * self.mix_fraction)
         if mixed == 0:
             return MixedBatch(features, targets, mask)
         perm = self._rng.permutation(mixed)
-        beta = self.partner_shares(targets[:mixed], perm)
-        source_video = np.empty((mixed, num_frames), dtype=np.int64)
-        source_frame = np.empty((mixed, num_frames), dtype=np.int64)
-        for video in range(mixed):
-            from_partner = int(beta[video] * num_frames)
-            from_self = num_frames - from_partner
-            source_video[video, :from_partner] = perm[video]
-            source_video[video, from_partner:] = video
-            source_frame[video, :from_partner] = np.linspace(0, num_frames - 1, from_partner).round()
-            source_frame[video, from_partner:] = np.linspace(0, num_frames - 1, from_self).round()
         device = features.device
-        stacked = features[torch.as_tensor(source_video, device=device), torch.as_tensor(source_frame, device=device)]
-        share = torch.as_tensor(beta, dtype=targets.dtype, device=device).unsqueeze(-1)
-        perm_t = torch.as_tensor(perm, device=device)
+        if device.type == "cpu":  # the host computes; the published CPU results came from this path
+            beta_host = self.partner_shares(targets[:mixed], perm)
+            source_video, source_frame = stack_sources(beta_host, perm, num_frames)
+            source_video, source_frame = torch.from_numpy(source_video), torch.from_numpy(source_frame)
+            beta = torch.from_numpy(beta_host)
+            perm_t = torch.from_numpy(perm)
+        else:  # an accelerator computes the same without reading the targets back (no wait per step)
+            perm_t = to_device_async(perm, device)
+            beta = self.partner_shares_on_device(targets[:mixed], perm_t)
+            source_video, source_frame = stack_sources_on_device(beta, perm_t, num_frames)
+        stacked = features[source_video, source_frame]
+        share = beta.to(targets.dtype).unsqueeze(-1)
         mixed_targets = (1.0 - share) * targets[:mixed] + share * targets[:mixed][perm_t]
         out_features = torch.cat([stacked, features[mixed:]], dim=0)
         out_targets = torch.cat([mixed_targets, targets[mixed:]], dim=0)
@@ -175,6 +202,41 @@ class FrameStack(BatchMix):
         if mask is not None:
             out_mask = torch.cat([mask[:mixed] * mask[:mixed][perm_t], mask[mixed:]], dim=0)
         return MixedBatch(out_features, out_targets, out_mask)
+
+
+def stack_sources(beta: np.ndarray, perm: np.ndarray, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """FrameStack's (video, frame) sources [mixed, T]: ``int(beta * T)`` uniformly spaced frames of the partner
+    ``perm[v]`` first, then ``T - int(beta * T)`` uniformly spaced frames of video v."""
+    mixed = len(beta)
+    source_video = np.empty((mixed, num_frames), dtype=np.int64)
+    source_frame = np.empty((mixed, num_frames), dtype=np.int64)
+    for video in range(mixed):
+        from_partner = int(beta[video] * num_frames)
+        from_self = num_frames - from_partner
+        source_video[video, :from_partner] = perm[video]
+        source_video[video, from_partner:] = video
+        source_frame[video, :from_partner] = np.linspace(0, num_frames - 1, from_partner).round()
+        source_frame[video, from_partner:] = np.linspace(0, num_frames - 1, from_self).round()
+    return source_video, source_frame
+
+
+def stack_sources_on_device(beta: Tensor, perm: Tensor, num_frames: int) -> tuple[Tensor, Tensor]:
+    """:func:`stack_sources` as tensor operations on the device of ``beta`` (float64) and ``perm``: the same
+    indices (numpy's ``linspace(0, T - 1, n)[k]`` is ``k * ((T - 1) / (n - 1))`` in float64, its last value set to
+    T - 1, which the rounding reaches anyway)."""
+    device = beta.device
+    from_partner = (beta * num_frames).long().unsqueeze(1)  # int(): beta >= 0, so truncation is floor
+    from_self = num_frames - from_partner
+    k = torch.arange(num_frames, device=device).unsqueeze(0)
+    from_the_partner = k < from_partner
+    position = torch.where(from_the_partner, k, k - from_partner).double()
+    count = torch.where(from_the_partner, from_partner, from_self)
+    divisor = (count - 1).clamp_min(1).double()
+    # A tensor divided by a tensor: `scalar / tensor` multiplies by the reciprocal, one rounding more than numpy.
+    step = torch.full_like(divisor, float(num_frames - 1)) / divisor
+    frame = torch.where(count > 1, position * step, torch.zeros_like(position)).round().long()
+    video = torch.where(from_the_partner, perm.unsqueeze(1), torch.arange(len(beta), device=device).unsqueeze(1))
+    return video, frame
 
 
 BATCH_MIX_OPTIONS: dict[str, type] = {"none": NoMixOptions, "mixup": MixupOptions, "framestack": FrameStackOptions}

@@ -29,6 +29,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from meid_bench.models.layers import full_precision
+
 DistillForm = Literal["moments", "mmd"]
 MMD_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # each half the previous kernel width: see gaussian_mmd
 _EPS = 1e-6
@@ -40,10 +42,12 @@ def frame_groups(labels: Tensor, tail_class_mask: Tensor, num_frames: int) -> tu
     A tail frame has at least one tail-neck class; a head frame has a head-neck class and no tail class.
     """
     # Labels are non-negative (multi-hot or soft), so a product with a class mask is positive exactly when one of
-    # the mask's classes is: much faster than boolean indexing of the class axis on a CPU.
+    # the mask's classes is: much faster than boolean indexing of the class axis on a CPU. Autocast off: float32
+    # products, as for the rest of the distillation.
     values = labels.to(torch.float32)
-    tail = values @ tail_class_mask.to(torch.float32) > 0
-    head = (values @ (~tail_class_mask).to(torch.float32) > 0) & ~tail
+    with full_precision(values.device):
+        tail = values @ tail_class_mask.to(torch.float32) > 0
+        head = (values @ (~tail_class_mask).to(torch.float32) > 0) & ~tail
     if labels.dim() == 2:
         head = head.unsqueeze(1).expand(-1, num_frames)
         tail = tail.unsqueeze(1).expand(-1, num_frames)
@@ -105,7 +109,15 @@ def gaussian_mmd(student: Tensor, student_weights: Tensor, teacher: Tensor, teac
 
 def distance(form: DistillForm, student: Tensor, student_weights: Tensor, teacher: Tensor,
              teacher_weights: Tensor) -> Tensor:
-    """The distillation distance of ``form``; zero when either side has no frame."""
+    """The distillation distance of ``form``; zero when either side has no frame. Always computed in float32, also
+    under bfloat16 autocast: the kernel matrix and the moments are differences of nearly equal sums, which bf16
+    products shift by a few tenths of a percent."""
+    with full_precision(student.device):
+        return _distance(form, student, student_weights, teacher, teacher_weights)
+
+
+def _distance(form: DistillForm, student: Tensor, student_weights: Tensor, teacher: Tensor,
+              teacher_weights: Tensor) -> Tensor:
     if form == "moments":
         value = moment_distance(student, student_weights, teacher, teacher_weights)
     elif form == "mmd":

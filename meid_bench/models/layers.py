@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
+
+
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off on ``device``: inside, operations run in the dtypes of their inputs (float32 where the caller
+    casts to it), whatever precision the training step runs in (the loop's bfloat16 autocast on CUDA)."""
+    if device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class Dropout(nn.Module):
@@ -84,7 +94,10 @@ class AttentionPooling(nn.Module):
         self.score = nn.Linear(attention_hidden, 1, bias=False)
 
     def scores(self, frames: Tensor) -> Tensor:
-        return self.score(self.project(frames).tanh()).squeeze(-1)
+        # In float32 even under bfloat16 autocast: bf16 scores of 60 frames tie (about 3 ties a video against
+        # 0.6 in float32), and complementary frame selection ranks frames by them.
+        with full_precision(frames.device):
+            return self.score(self.project(frames.to(self.project.weight.dtype)).tanh()).squeeze(-1)
 
     def weights(self, frames: Tensor) -> Tensor:
         # Softmax in float32: under mixed precision fp16 weights of 150 frames lose the ordering CFS relies on.

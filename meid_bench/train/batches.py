@@ -2,7 +2,8 @@
 
 A training stream turns one epoch of a sampler's draws (video, sampled class) into batches of ``batch_size``
 draws; with several processes each rank takes every ``world``-th draw of each batch, so the ranks together see
-exactly the single-process batch. Streams are a pure function of (seed, epoch), which is what makes ``--resume``
+exactly the single-process batch (a last batch with fewer draws than ranks gives each rank one of its draws:
+:meth:`~meid_bench.data.samplers._SeededSampler.index_batches`). Streams are a pure function of (seed, epoch), which is what makes ``--resume``
 reproduce an uninterrupted run, and the resident and streamed paths draw the same frames.
 
 An epoch's video indices go to the device in one transfer; nothing in a step waits for the host.
@@ -17,6 +18,7 @@ import torch
 
 from meid_bench.data import GpuResidentFeatures, StreamedFeatures, VideoFeatureDataset, epoch_generator
 from meid_bench.data.samplers import SAMPLERS
+from meid_bench.errors import MeidBenchError
 
 
 def _on_device(parts: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:
@@ -49,10 +51,13 @@ class TrainStream:
     def epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         self.sampler.set_epoch(epoch)
         draws = self.sampler.index_batches(self.batch_size, self.rank, self.world)
+        if any(len(v) == 0 for v, _ in draws):  # checked on the host: an empty batch has no loss (NaN), never train
+            raise MeidBenchError(f"rank {self.rank} of {self.world}: a batch of epoch {epoch + 1} holds no video; "
+                                 "this is a bug in meid-bench's batch split, please report it")
         videos = _on_device([v for v, _ in draws], self.device)
         classes = _on_device([c for _, c in draws], self.device) if self.label_mask else None
-        # The frames' generator: the dataset's seed (not the sampler's), the same on both paths.
-        generator = epoch_generator(self.dataset.seed, epoch, self.device)
+        # The frames' generator: the dataset's seed (not the sampler's), the same on both paths; one per rank.
+        generator = epoch_generator(self.dataset.seed, epoch, self.device, self.rank)
         if self.resident is not None:
             self.resident.set_epoch(epoch)
             for i, index in enumerate(videos):

@@ -119,9 +119,24 @@ def check_payload(payload: dict[str, Any], path: Path) -> None:
     scheduler = fields.object("scheduler")
     scheduler.integer("last_epoch")
     fields.object("mix")
-    rng = fields.raw("torch_rng")
-    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8 or rng.dim() != 1:
-        raise fields.fail("torch_rng", "expected a 1-D uint8 tensor (torch.get_rng_state())")
+    _generator_state(fields, "torch_rng")
+    if fields.has("rng_per_rank"):  # meid-bench 0.3 and earlier kept only rank 0's CPU state (torch_rng)
+        ranks = fields.list("rng_per_rank")
+        if not ranks:
+            raise fields.fail("rng_per_rank", "is empty; expected one object per training process")
+        for rank in range(len(ranks)):
+            entry = Fields(ranks[rank], path, _REMEDY, f"rng_per_rank.{rank}")
+            _generator_state(entry, "torch")
+            if entry.has("cuda"):
+                _generator_state(entry, "cuda")
+            entry.object("mix", {})
+
+
+def _generator_state(fields: Fields, key: str) -> torch.Tensor:
+    state = fields.raw(key)
+    if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8 or state.dim() != 1:
+        raise fields.fail(key, "expected a 1-D uint8 tensor (a random generator state: torch.get_rng_state())")
+    return state
 
 
 def _tensors(fields: Fields, key: str, floating_finite: bool) -> Mapping[str, torch.Tensor]:
@@ -177,14 +192,20 @@ def check_restorable(payload: dict[str, Any], path: Path, model: torch.nn.Module
         raise MeidBenchError(f"{path}: field 'torch_rng' is not a random generator state of this torch; {_REMEDY}")
     if mix is not None:
         _check_mix_state(payload["mix"], mix, path)
+    for rank, entry in enumerate(payload.get("rng_per_rank", [])):
+        if entry["torch"].numel() != torch.get_rng_state().numel():
+            raise MeidBenchError(f"{path}: field 'rng_per_rank.{rank}.torch' is not a random generator state of "
+                                 f"this torch; {_REMEDY}")
+        if mix is not None:
+            _check_mix_state(entry.get("mix", {}), mix, path, f"rng_per_rank.{rank}.mix")
 
 
-def _check_mix_state(state: Mapping[str, Any], mix: Any, path: Path) -> None:
+def _check_mix_state(state: Mapping[str, Any], mix: Any, path: Path, key: str = "mix") -> None:
     fresh = mix.state_dict()
     if set(state) != set(fresh):
-        raise MeidBenchError(f"{path}: field 'mix' holds {sorted(state)}, the batch mixing expects "
+        raise MeidBenchError(f"{path}: field {key!r} holds {sorted(state)}, the batch mixing expects "
                              f"{sorted(fresh)}; {_REMEDY}")
-    fields = Fields(state, path, _REMEDY, "mix")
+    fields = Fields(state, path, _REMEDY, key)
     if "class_ap" in fresh:
         fields.numbers("class_ap", length=len(fresh["class_ap"]), low=0.0, high=1.0)
     if "rng" in fresh:

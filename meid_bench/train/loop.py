@@ -45,9 +45,13 @@ from meid_bench.train.guard import LossWatch, check_batches_fit, check_features,
 
 logger = logging.getLogger(__name__)
 
-# "--resident auto" holds the split's frames on the device when they take at most this share of its free memory
-# (an accelerator's free memory, or the host's available memory on the CPU): the rest is left to the model.
+# "--resident auto" holds the split's frames on the device when they take at most this share of the memory the run
+# counts on (an accelerator's free memory, or the host's available memory on the CPU, less RESIDENT_RESERVE): the
+# rest is left to the model, its activations and the evaluation batches.
 RESIDENT_SHARE = {"cuda": 0.75, "cpu": 0.5}
+# Set aside before that share: what the run holds beside the frames and the model's tensors (the CUDA context and
+# cuDNN/cuBLAS workspaces, the caching allocator's fragmentation; on the CPU, the interpreter and its libraries).
+RESIDENT_RESERVE = {"cuda": 3 << 30, "cpu": 1 << 30}
 # Steps x lr before the first decay under which a schedule is flagged: CharadesLT with the reference schedule
 # (1,110 x 1e-4 = 0.11) did not learn; its own schedule (1,110 x 1e-3 = 1.1) and VideoLT's (42,000 x 1e-4) do.
 SHORT_SCHEDULE_LR_STEPS = 0.2
@@ -67,6 +71,7 @@ class TrainOptions:
     resume: bool = False
     workers: int = 1  # read-ahead threads of the streamed path
     resident: str = "auto"  # "auto", "yes" or "no": hold all frames on the device, or stream them from the store
+    memory_share: float = 1.0  # share of the device's memory this run counts on for --resident auto (a sweep: 1/k)
     eval_batch_size: int = 256
     overrides: tuple[str, ...] = ()  # "optim.lr=1e-3", ... applied to the recipe
     progress: bool = False  # a per-epoch progress bar on stderr (the CLI turns it on at a terminal)
@@ -100,18 +105,46 @@ def free_memory(device: torch.device) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def resident_fits(needed: int, free: int, device: torch.device) -> bool:
-    """The rule of ``--resident auto``: frames of ``needed`` bytes are held on a device with ``free`` bytes free
-    when they take at most its share (RESIDENT_SHARE) of that memory."""
-    return needed <= RESIDENT_SHARE.get(device.type, RESIDENT_SHARE["cuda"]) * free
+def total_memory(device: torch.device) -> int:
+    """Bytes of memory of ``device``: the accelerator's, or the host's physical memory for the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[1])
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def _use_resident(option: str, needed: int, device: torch.device) -> bool:
+def memory_for_run(device: torch.device, share: float = 1.0) -> int:
+    """Bytes this run may count on: the device's free memory, and at most ``share`` of its whole memory (a sweep
+    that runs k runs side by side on one GPU gives each 1/k: each of them sees the GPU empty when it starts)."""
+    free = free_memory(device)
+    return free if share >= 1.0 else min(free, int(share * total_memory(device)))
+
+
+def resident_fits(needed: int, available: int, device: torch.device, reserve: int | None = None) -> bool:
+    """The rule of ``--resident auto``: ``needed`` bytes held on a device where the run counts on ``available``
+    bytes fit when they take at most its share (RESIDENT_SHARE) of that memory less ``reserve`` (by default
+    RESIDENT_RESERVE for the device type)."""
+    reserve = RESIDENT_RESERVE.get(device.type, RESIDENT_RESERVE["cuda"]) if reserve is None else reserve
+    return needed <= RESIDENT_SHARE.get(device.type, RESIDENT_SHARE["cuda"]) * max(available - reserve, 0)
+
+
+def resident_nbytes(store: FeatureStore, split: Split, frame_labels: bool) -> int:
+    """Bytes ``--resident yes`` puts on the device: the frames of the split's train, val and test videos in the
+    store's dtype (one copy of the training frames serves every stream), and the packed per-frame label table when
+    the model routes by labels (that table is on the device whether or not the frames are)."""
+    positions = [store.index_of(v) for name in ("train", "val", "test") for v in split.table(name)["video_id"]
+                 if v in store]
+    needed = frames_nbytes(store, np.asarray(positions, np.int64))
+    if frame_labels:
+        needed += store.total_frames * ((store.num_classes + 7) // 8)
+    return needed
+
+
+def _use_resident(option: str, needed: int, device: torch.device, share: float = 1.0) -> bool:
     if option not in ("auto", "yes", "no"):
         raise MeidBenchError(f"--resident {option!r}: choose auto, yes or no")
     if option != "auto":
         return option == "yes"
-    return resident_fits(needed, free_memory(device), device)
+    return resident_fits(needed, memory_for_run(device, share), device)
 
 
 @torch.no_grad()
@@ -142,6 +175,9 @@ class Trainer:
             if options.epochs < 1:
                 raise MeidBenchError(f"--epochs {options.epochs}: must be >= 1")
             recipe = replace(recipe, epochs=options.epochs)
+        if not 0.0 < options.memory_share <= 1.0:
+            raise MeidBenchError(f"--memory-share {options.memory_share}: must be in (0, 1], the share of the "
+                                 "device's memory this run counts on (1 when it has the device to itself)")
         if options.workers < 0 or options.eval_batch_size < 1:
             raise MeidBenchError(f"--workers {options.workers}: must be >= 0" if options.workers < 0 else
                                  f"eval_batch_size {options.eval_batch_size}: must be >= 1")
@@ -159,16 +195,13 @@ class Trainer:
         torch.manual_seed(options.seed + self.dist.rank)
 
         data, split, seed = recipe.data, self.split, options.seed
-        positions = [self.store.index_of(v) for name in ("train", "val", "test")
-                     for v in split.table(name)["video_id"] if v in self.store]
-        resident = _use_resident(options.resident, frames_nbytes(self.store, np.asarray(positions, np.int64)),
-                                 self.device)
-        self.resident = resident
-
         num_classes = split.num_classes
         model = recipe.model.create(self.store.dim, num_classes, class_groups=split.classes["group"].to_numpy())
         # Per-frame labels travel with training batches when the model routes by labels and the store has them.
         frame_labels = model.needs_labels and self.store.has_frame_labels
+        resident = _use_resident(options.resident, resident_nbytes(self.store, split, frame_labels), self.device,
+                                 options.memory_share)
+        self.resident = resident
 
         def dataset(subset: str, train: bool, label_mask: bool = False) -> VideoFeatureDataset:
             frames = data.train_frames if train else data.eval_frames
@@ -211,6 +244,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(optim.milestones), optim.gamma)
         self.val_evaluator = Evaluator(split, "val")
         self.start_epoch, self.best = 0, {"epoch": -1, "val_mAP": -1.0}
+        self._rank_rng: list[dict] = []
         if self.resume:
             last = load_checkpoint(self.run_dir / "checkpoints" / "last.pt", recipe.model.name,
                                    split.accepted_checksums,
@@ -270,8 +304,7 @@ class Trainer:
                 train_ap = average_precision(predict(self.wrapped, self.train_eval, device),
                                              self.train_eval.dataset.targets)
                 self.mix.update_class_ap(train_ap)
-            if self.dist.is_main:
-                self._end_of_epoch(epoch, record)
+            self._epoch_done(epoch, record)
         self.dist.barrier()
         if self.dist.is_main:
             self._finish()
@@ -302,7 +335,15 @@ class Trainer:
             logger.warning(f"this schedule makes {steps} steps at lr {optim.lr:g} before its first decay; on a "
                            f"split this size it may barely train ({why})")
 
-    # -- per-epoch bookkeeping (rank 0 only) -----------------------------------------------------------------
+    # -- per-epoch bookkeeping ---------------------------------------------------------------------------------
+    def _epoch_done(self, epoch: int, record: dict) -> None:
+        """Every rank: hand this rank's generators to rank 0, which validates and writes the checkpoints."""
+        # Each rank draws its own dropout masks, distillation frames and mixing permutations, and resumes from its
+        # own states.
+        self._rank_rng = self.dist.gather(self._rng_state())
+        if self.dist.is_main:
+            self._end_of_epoch(epoch, record)
+
     def _end_of_epoch(self, epoch: int, record: dict) -> None:
         last = epoch == self.recipe.epochs - 1
         if (epoch + 1) % self.recipe.eval_every == 0 or last:
@@ -374,6 +415,9 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "mix": self.mix.state_dict() if self.mix is not None else {},
             "torch_rng": torch.get_rng_state(),
+            # Rank 0's states now (after validation, which draws nothing, but may one day), the others' as gathered
+            # at the end of the epoch's training: where each rank goes on from.
+            "rng_per_rank": [self._rng_state(), *self._rank_rng[1:]],
             "best": dict(self.best),
             "meid_bench_version": __version__,
         }
@@ -387,14 +431,44 @@ class Trainer:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
-        if self.mix is not None:
-            self.mix.load_state_dict(payload["mix"])
-        torch.set_rng_state(payload["torch_rng"])
+        self._restore_rng(payload)
         self.start_epoch, self.best = payload["epoch"] + 1, dict(payload["best"])
         log = self.run_dir / "log.jsonl"
         if log.is_file():  # drop records of epochs after the checkpoint, and a line cut off by the interruption
             kept = [record for record in read_log(log) if record["epoch"] <= payload["epoch"]]
             write_text_atomic(log, "".join(json.dumps(record) + "\n" for record in kept))
+
+    def _rng_state(self) -> dict:
+        """This process's random generators as they stand: torch's CPU generator, the CUDA generator of the
+        training GPU (dropout, the distillation's frame draws and the random-frames ablation draw there) and the
+        batch mixing's. Nothing draws from numpy's or Python's global generators; the samplers and frame draws
+        use generators made afresh from (seed, epoch, rank) each epoch, so a resumed epoch remakes them."""
+        state: dict = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.mix is not None:
+            state["mix"] = self.mix.state_dict()
+        return state
+
+    def _restore_rng(self, payload: dict) -> None:
+        """This rank's generators from the checkpoint (see :meth:`_rng_state`)."""
+        ranks = payload.get("rng_per_rank")
+        if ranks is None:  # a checkpoint of meid-bench 0.3 or earlier: rank 0's CPU generator only
+            if self.mix is not None:
+                self.mix.load_state_dict(payload["mix"])
+            torch.set_rng_state(payload["torch_rng"])
+            return
+        if len(ranks) != self.dist.world:
+            how = f"torchrun --nproc_per_node {len(ranks)} ..." if len(ranks) > 1 else "one process (no torchrun)"
+            raise MeidBenchError(f"{self.run_dir / 'checkpoints' / 'last.pt'}: field 'rng_per_rank': the run was "
+                                 f"trained by {len(ranks)} process(es), this is {self.dist.world}; resume it with "
+                                 f"{how}")
+        mine = ranks[self.dist.rank]
+        torch.set_rng_state(mine["torch"])
+        if self.device.type == "cuda" and "cuda" in mine:  # a run started on the CPU has no CUDA state to resume
+            torch.cuda.set_rng_state(mine["cuda"], self.device)
+        if self.mix is not None:
+            self.mix.load_state_dict(mine["mix"])
 
     @property
     def features_sha256(self) -> str:

@@ -58,6 +58,13 @@ def sweep_devices(device: str) -> list[str]:
     return [device]
 
 
+def memory_share(jobs: int, devices: int, runs: int) -> float:
+    """The share of a device's memory each run of a sweep counts on: 1/k where k runs at most share one device
+    (the pool spreads ``min(jobs, runs)`` processes over ``devices``, the fewest-loaded first)."""
+    side_by_side = -(-max(1, min(jobs, runs)) // max(1, devices))
+    return 1.0 / side_by_side
+
+
 class DevicePool:
     """Hands each starting process the device with the fewest running processes (ties: the lowest number)."""
 
@@ -91,11 +98,16 @@ def run_sweep(split_dir: Path, runs: Sequence[SweepRun], jobs: int, train_args: 
     logger.info(f"{len(runs)} runs planned, {len(runs) - len(pending)} already done, {len(pending)} to run, {jobs} "
                 f"at a time{spread}")
 
+    # Runs side by side on one device share its memory: each child, starting on a device the others have not
+    # filled yet, would otherwise count on all of it and decide to hold its frames there (--resident auto).
+    share = memory_share(jobs, len(devices), len(pending))
+
     def launch(run: SweepRun) -> tuple[SweepRun, int, float, str]:
         resume = ["--resume"] if (run.out / "checkpoints" / "last.pt").is_file() else []
         device = pool_of_devices.acquire()
         command = [sys.executable, "-m", "meid_bench", "train", "--split", str(split_dir), "--recipe", run.recipe,
-                   "--seed", str(run.seed), "--out", str(run.out), "--device", device, *resume, *train_args]
+                   "--seed", str(run.seed), "--out", str(run.out), "--device", device, *resume,
+                   *(["--memory-share", f"{share:.6g}"] if share < 1.0 else []), *train_args]
         run.out.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         try:
