@@ -21,7 +21,7 @@ from meid_bench.build.select import fidelity, select_videos
 from meid_bench.build.split_io import CLASS_SCHEMA, SPLIT_FORMAT, SPLIT_FORMAT_VERSION, write_split
 from meid_bench.build.table import VideoTable
 from meid_bench.errors import MeidBenchError, VerificationError
-from meid_bench.fileio import check_output_folder
+from meid_bench.outputs import Output, check_outputs, source_input
 
 PROTOCOL_VERSION = "v1"
 BENCHMARKS = ("charadeslt", "charadesegolt", "videolt")
@@ -299,7 +299,11 @@ def build_and_write(options: BuildOptions, annotations: Path, out: Path, force: 
     """
     from meid_bench.build.reference import built_reference, compare_reference, load_reference, reference_path
 
-    out = check_output_folder(out, force)  # fail before the work, not after
+    # Fail before the work, not after: the output rule (an output never overwrites an input, --force replaces only a
+    # split folder; outputs.py).
+    check_outputs([Output(Path(out), "--out", "split", folder=True)], [source_input(annotations, "--annotations")],
+                  force)
+    out = Path(out)
     reference = None
     if expect_reference:
         reference = load_reference(options.benchmark)
