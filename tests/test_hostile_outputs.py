@@ -273,6 +273,14 @@ def test_train_option_bounds(hostile_base, tmp_path, option, fragment):
     assert_refused(ws, train_args(ws, "new-run", 1, *option), 2, fragment)
 
 
+def test_build_and_synth_seed_bounds(hostile_base, tmp_path):
+    ws = workspace(hostile_base, tmp_path)
+    for seed in ("-1", str(2 ** 64)):
+        assert_refused(ws, build_args(ws, ws / "s2", "--seed", seed), 2, f"--seed {seed}: a seed must be")
+        assert_refused(ws, ["features", "synth", "--split", ws / "split", "--out", ws / "f.h5", "--seed", seed], 2,
+                       f"--seed {seed}: a seed must be")
+
+
 # -- write failures -------------------------------------------------------------------------------------------------
 
 class _FullDisk:

@@ -21,6 +21,7 @@ from meid_bench.build.select import fidelity, select_videos
 from meid_bench.build.split_io import CLASS_SCHEMA, SPLIT_FORMAT, SPLIT_FORMAT_VERSION, write_split
 from meid_bench.build.table import VideoTable
 from meid_bench.errors import MeidBenchError, VerificationError
+from meid_bench.bounds import check_seed
 from meid_bench.outputs import Output, check_outputs, source_input
 
 PROTOCOL_VERSION = "v1"
@@ -58,6 +59,7 @@ class BuildOptions:
             raise MeidBenchError(f"--target-scale {self.target_scale}: must be in (0, 1], or 'auto'")
         if self.val_per_class < 0:
             raise MeidBenchError(f"--val-per-class {self.val_per_class}: must be >= 0")
+        check_seed(self.seed)  # numpy's generators refuse a negative seed (a ValueError deep in the selection)
         head, tail = DEFAULT_GROUPS[self.benchmark]
         head = head if self.head_above is None else self.head_above
         tail = tail if self.tail_below is None else self.tail_below

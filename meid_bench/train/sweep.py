@@ -73,6 +73,9 @@ def plan_sweep(split_dir: Path, recipes: Sequence[str], seeds: Sequence[int], ru
     if not store.is_file():
         raise MeidBenchError(f"{store}: no feature store; create one with `meid-bench features synth --split "
                              f"{split.path}` (proxy features) or `meid-bench features pack ...`")
+    from meid_bench.build.features.store import FeatureStore
+
+    FeatureStore(store).check_split(split)  # a store of another split would fail every run
     runs, seen = [], {}
     for name in names:
         recipe = resolve_run_recipe(name, split, overrides, epochs)  # what `train` would refuse, refused now
