@@ -247,17 +247,6 @@ def test_sweep_refuses_what_train_refuses_before_any_run_starts(hostile_base, tm
     assert not (ws / "runs").exists()
 
 
-def test_sweep_epochs_override_is_passed_on_even_when_it_is_small(hostile_base, tmp_path, monkeypatch):
-    from meid_bench.train import sweep as sweep_module
-
-    ws = workspace(hostile_base, tmp_path)
-    commands = []
-    monkeypatch.setattr(sweep_module.subprocess, "call", lambda command, **_: commands.append(command) or 0)
-    result = invoke(*sweep_args(ws, "--epochs", "1", "--set", "model.hidden=8"))
-    assert result.exit_code == 0, result.output
-    assert commands and commands[0][commands[0].index("--epochs") + 1] == "1"
-
-
 # -- train options with bounds --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("option, fragment", [

@@ -59,9 +59,8 @@ def evaluate(split_dir: Path | None, run_dir: Path | None, predictions_file: Pat
                              "predictions, choose another --out")
     check_metrics_outputs(target, subset, force, inputs)
     into_run = run_dir is not None and is_kind(run_dir, "run") and same_path(target, run_dir)
-    if run_dir is not None:  # a run being trained has no final predictions yet
-        refuse_if_locked(run_dir, "evaluate it")
     if run_dir is not None:
+        refuse_if_locked(run_dir, "evaluate it")  # a run being trained has no final predictions yet
         run = read_run(run_dir)
         split = load_run_split(run, override=split_dir)
         result, evaluator = evaluate_run(run, split, subset)
