@@ -21,6 +21,7 @@ from pathlib import Path
 
 from meid_bench.bounds import JOBS_MAX, check_int_range, check_seed
 from meid_bench.build.features import default_feature_path
+from meid_bench.build.features.store import FeatureStore
 from meid_bench.build.split_io import load_split
 from meid_bench.errors import MeidBenchError
 from meid_bench.outputs import Output, check_outputs, split_input
@@ -73,12 +74,10 @@ def plan_sweep(split_dir: Path, recipes: Sequence[str], seeds: Sequence[int], ru
     if not store.is_file():
         raise MeidBenchError(f"{store}: no feature store; create one with `meid-bench features synth --split "
                              f"{split.path}` (proxy features) or `meid-bench features pack ...`")
-    from meid_bench.build.features.store import FeatureStore
-
     FeatureStore(store).check_split(split)  # a store of another split would fail every run
     runs, seen = [], {}
     for name in names:
-        recipe = resolve_run_recipe(name, split, overrides, epochs)  # what `train` would refuse, refused now
+        resolve_run_recipe(name, split, overrides, epochs)  # what `train` would refuse, refused now
         for seed in seeds:
             check_run_numbers(seed, workers=1)
             run = SweepRun(name, seed, Path(runs_root) / f"{split.name}-{Path(name).stem}-seed{seed}")
