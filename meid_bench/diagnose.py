@@ -31,7 +31,7 @@ from meid_bench.build.features.probe import mirrored_pairs_of
 from meid_bench.build.features.store import FeatureStore
 from meid_bench.build.split_io import Split
 from meid_bench.errors import MeidBenchError
-from meid_bench.evaluator import read_predictions
+from meid_bench.evaluator import Evaluator, read_predictions
 from meid_bench.metrics import average_precision
 from meid_bench.report.runs import Run, load_run_split, read_run
 
@@ -190,13 +190,17 @@ def diagnose_run(run_dir: str | os.PathLike, annotations: str | os.PathLike | No
                              "incomplete")
     store = FeatureStore(features["path"])
     store.check_split(split)
+    check_recorded_store(run, store)
     diagnosis = Diagnosis(run=run.name, method=run.method, seed=run.seed)
     source = run.predictions_path("test")
     if not source.is_file():
         raise MeidBenchError(f"{source}: missing; the run has no test predictions (did training finish?)")
-    video_ids, scores = read_predictions(source, [str(k) for k in split.classes["class_key"]])
-    order = {v: i for i, v in enumerate(split.table("test")["video_id"])}
-    targets = split.multi_hot("test")[[order[v] for v in video_ids]]
+    # Checked as `evaluate` checks them: every test video once, no other id, finite scores (a pair AP from half
+    # the test set, or a KeyError on an id such as ../../x, would otherwise follow).
+    evaluator = Evaluator(split, "test")
+    video_ids, scores = read_predictions(source, evaluator.class_keys)
+    scores = evaluator.checked_scores(video_ids, scores, str(source))
+    targets = evaluator.targets
     checkpoint = run.path / "checkpoints" / "best.pt"
     # Without pairs the frame diagnostics still apply (VideoLT, extracted features); with --no-frames nothing would.
     pairs = pairs_for(store, split, annotations, required=not (frames and checkpoint.is_file()))
@@ -214,6 +218,22 @@ def diagnose_run(run_dir: str | os.PathLike, annotations: str | os.PathLike | No
         if "frames_selection" in found:
             diagnosis.extra["frame_selection"] = found["frames_selection"]
     return diagnosis
+
+
+def check_recorded_store(run: Run, store: FeatureStore) -> None:
+    """The store must be the very file the run was trained on: run.json records its sha256 (a store replaced since
+    by one of the same width would give figures from features the model never saw)."""
+    from meid_bench.build.features.audit import audit_store
+
+    features = run.record.get("features")
+    recorded = features.get("sha256") if isinstance(features, dict) else None
+    if not isinstance(recorded, str):
+        return  # runs written before run.json recorded it: nothing to compare
+    actual = audit_store(store).sha256
+    if actual != recorded:
+        raise MeidBenchError(f"{run.path / 'run.json'}: features.sha256 {recorded[:12]}... is not the sha256 of "
+                             f"{store.path} ({actual[:12]}...): the feature store changed since the run was "
+                             "trained; diagnose with the store the run was trained on")
 
 
 def format_table(diagnoses: Sequence[Diagnosis]) -> str:

@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 from meid_bench import __version__
 from meid_bench.build.split_io import GROUPS, Split, load_split
 from meid_bench.errors import MeidBenchError
-from meid_bench.fileio import check_output_file, check_output_folder, write_text_atomic
+from meid_bench.fileio import write_text_atomic
+from meid_bench.outputs import Input, Output, check_outputs
 from meid_bench.metrics import (
     as_score_array,
     average_precision,
@@ -158,6 +159,12 @@ class Evaluator:
             "ap": pd.array(result["per_class_ap"], dtype="Float64"),
         })
 
+    def checked_scores(self, video_ids: Sequence[str], scores: object, source: str = "predictions") -> np.ndarray:
+        """The checks of :meth:`eval` (every video of the subset exactly once, no other id, finite scores), then the
+        scores reordered to the subset's rows (aligned with :attr:`targets`): for readers that need more than the
+        metrics (``meid-bench diagnose``)."""
+        return self._check(video_ids, scores, source)
+
     def _check(self, video_ids: Sequence[str], scores: object, source: str) -> np.ndarray:
         score_array = as_score_array(scores, name=source)
         rows, cols = score_array.shape
@@ -292,10 +299,14 @@ def metrics_paths(out_dir: str | os.PathLike, subset: str) -> list[Path]:
     return [out / f"metrics{suffix}.json", out / f"per_class{suffix}.csv"]
 
 
-def check_metrics_outputs(out_dir: str | os.PathLike, subset: str, force: bool = False) -> list[Path]:
-    """Refuse, before any work, metrics outputs that cannot be written or exist without ``force``."""
-    check_output_folder(out_dir, force, existing_ok=True)
-    return [check_output_file(path, force) for path in metrics_paths(out_dir, subset)]
+def check_metrics_outputs(out_dir: str | os.PathLike, subset: str, force: bool = False,
+                          inputs: Sequence[Input] = ()) -> list[Path]:
+    """Refuse, before any work, metrics outputs that cannot be written, exist without ``force``, are not metrics
+    files meid-bench wrote (what ``force`` may replace) or collide with ``inputs`` (outputs.py)."""
+    metrics, per_class = metrics_paths(out_dir, subset)
+    return check_outputs([Output(Path(out_dir), "--out", "folder", folder=True, adds_to=True),
+                          Output(metrics, "--out", "metrics"), Output(per_class, "--out", "per-class")],
+                         inputs, force)[1:]
 
 
 def write_metrics(out_dir: str | os.PathLike, result: dict, per_class: pd.DataFrame, force: bool = False) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -66,6 +67,7 @@ def test_diagnose_cli_writes_json_and_needs_pairs(meid_run, tmp_path):
     synthesize_features(load_split(meid_run.parent / "split"), v1, SynthConfig(dim=16, fps=1.0))
     record = json.loads((meid_run / "run.json").read_text())
     record["features"]["path"] = str(v1)
+    record["features"]["sha256"] = hashlib.sha256(v1.read_bytes()).hexdigest()  # as if trained on it
     copy = tmp_path / "run-v1"
     copy.mkdir()
     (copy / "run.json").write_text(json.dumps(record))

@@ -104,7 +104,7 @@ def test_single_run(project, tmp_path):
     result = CliRunner().invoke(main, ["report", str(project / "runs" / "beta"), "--out", str(tmp_path / "one")])
     assert result.exit_code == 0, result.output
     files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
-    assert len(files) == 3 + len(FORMATS) * len(FIGURES)
+    assert len(files) == 4 + len(FORMATS) * len(FIGURES)  # index.html, results.md, results.csv, report.json
     # A sweep's log beside its run folder is skipped (so `report runs/*` works); any other file is an error.
     log = project / "runs" / "beta.log"
     log.write_text("epoch 1/1 ...\n")

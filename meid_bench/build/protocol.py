@@ -21,7 +21,8 @@ from meid_bench.build.select import fidelity, select_videos
 from meid_bench.build.split_io import CLASS_SCHEMA, SPLIT_FORMAT, SPLIT_FORMAT_VERSION, write_split
 from meid_bench.build.table import VideoTable
 from meid_bench.errors import MeidBenchError, VerificationError
-from meid_bench.fileio import check_output_folder
+from meid_bench.bounds import check_seed
+from meid_bench.outputs import Output, check_outputs, source_input
 
 PROTOCOL_VERSION = "v1"
 BENCHMARKS = ("charadeslt", "charadesegolt", "videolt")
@@ -58,6 +59,7 @@ class BuildOptions:
             raise MeidBenchError(f"--target-scale {self.target_scale}: must be in (0, 1], or 'auto'")
         if self.val_per_class < 0:
             raise MeidBenchError(f"--val-per-class {self.val_per_class}: must be >= 0")
+        check_seed(self.seed)  # numpy's generators refuse a negative seed (a ValueError deep in the selection)
         head, tail = DEFAULT_GROUPS[self.benchmark]
         head = head if self.head_above is None else self.head_above
         tail = tail if self.tail_below is None else self.tail_below
@@ -299,7 +301,11 @@ def build_and_write(options: BuildOptions, annotations: Path, out: Path, force: 
     """
     from meid_bench.build.reference import built_reference, compare_reference, load_reference, reference_path
 
-    out = check_output_folder(out, force)  # fail before the work, not after
+    # Fail before the work, not after: the output rule (an output never overwrites an input, --force replaces only a
+    # split folder; outputs.py).
+    check_outputs([Output(Path(out), "--out", "split", folder=True)], [source_input(annotations, "--annotations")],
+                  force)
+    out = Path(out)
     reference = None
     if expect_reference:
         reference = load_reference(options.benchmark)

@@ -21,8 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from meid_bench.build import split_check
-from meid_bench.errors import MeidBenchError, VerificationError
+from meid_bench.errors import MeidBenchError, VerificationError, warn
 from meid_bench.fileio import publish_folder, read_record
+from meid_bench.outputs import SPLIT_FILES, Output, check_outputs
 
 SPLIT_FORMAT = "meid-bench-split"
 SPLIT_FORMAT_VERSION = 1
@@ -220,13 +221,13 @@ class Split:
 def write_split(out: Path, tables: dict[str, pa.Table], manifest: dict, force: bool = False) -> Path:
     """Write a split folder atomically: a temporary sibling folder, renamed into place when complete.
 
-    An existing folder is kept unless ``force``; with ``force`` it is replaced only after the new one is complete.
-    Returns the path. ``manifest`` gets its ``files`` entry filled here.
+    An existing folder is kept unless ``force``; with ``force`` only a split folder is replaced, and only its own
+    files (manifest.json and the tables) once the new ones are complete: everything else in it (feature stores,
+    extraction work folders, the user's files) is kept (:func:`_replace_split_files`). Returns the path.
+    ``manifest`` gets its ``files`` entry filled here.
     """
     out = Path(out)
-    if out.exists() and not force:
-        raise MeidBenchError(f"{out}: the output folder already exists; pass --force to replace it or --out to "
-                             "write elsewhere")
+    check_outputs([Output(out, "--out", "split", folder=True)], [], force)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -238,11 +239,56 @@ def write_split(out: Path, tables: dict[str, pa.Table], manifest: dict, force: b
                                 "content_sha256": table_content_sha256(tables[name])}
         manifest = dict(manifest, files=files)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-        publish_folder(staging, out)
+        if out.exists():
+            _replace_split_files(staging, out, manifest)
+        else:
+            publish_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+SPLIT_OWN_FILES = SPLIT_FILES  # manifest.json and one Parquet file per table (outputs.py protects them as inputs)
+
+
+def _manifest_identity(manifest: object) -> str | None:
+    try:
+        return split_identity(manifest["benchmark"], {n: manifest["files"][f"{n}.parquet"]["content_sha256"]
+                                                      for n in TABLES})
+    except (KeyError, TypeError):
+        return None
+
+
+def _replace_split_files(staging: Path, out: Path, manifest: dict) -> None:
+    """Put the complete new split ``staging`` in place of the split folder ``out``, moving everything of ``out`` that
+    is not one of the split's own files into the new folder: a rebuild never deletes a feature store."""
+    others = sorted(entry.name for entry in out.iterdir() if entry.name not in SPLIT_OWN_FILES)
+    try:
+        earlier = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        earlier = None
+    os.chmod(staging, 0o755)
+    retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, retired / out.name)
+    os.replace(staging, out)
+    stuck = []
+    for name in others:
+        try:
+            os.replace(retired / out.name / name, out / name)
+        except OSError:
+            stuck.append(name)
+    if stuck:  # keep the old folder: it still holds files that are not ours to delete
+        raise MeidBenchError(f"{out}: the split was rebuilt, but {', '.join(stuck[:3])} could not be moved back "
+                             f"from {retired / out.name}; move them yourself, then delete that folder")
+    shutil.rmtree(retired)
+    if others:
+        same = _manifest_identity(earlier) == _manifest_identity(manifest)
+        note = ("the rebuilt split is the same (same checksum), so they still apply" if same else
+                "the rebuilt split is DIFFERENT (another checksum): feature stores made for the old one will be "
+                "refused; make them again")
+        warn(f"{out}: kept {len(others)} file(s) that `build` does not write ({', '.join(others[:3])}"
+             f"{', ...' if len(others) > 3 else ''}); {note}")
 
 
 def load_split(path: str | os.PathLike, verify: bool = True) -> Split:

@@ -8,11 +8,13 @@ object.
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
 
 from meid_bench import __version__
+from meid_bench.cli.oserrors import os_error_message, silence_stdout
 from meid_bench.errors import MeidBenchError
 from meid_bench.logs import configure_cli_logging
 
@@ -24,6 +26,20 @@ class _Group(click.Group):
         except MeidBenchError as exc:
             click.echo(f"meid-bench: error: {exc}", err=True)
             sys.exit(exc.exit_status)
+        except OSError as exc:  # a full disk, a closed pipe, a path too long: the user's to fix, no traceback
+            message = os_error_message(exc)
+            if message is None:
+                raise
+            if exc.errno == errno.EPIPE:
+                silence_stdout()
+            click.echo(f"meid-bench: error: {message}", err=True)
+            sys.exit(2)
+        except ValueError as exc:  # what os functions (and click's path checks) raise for a NUL byte in a path
+            if "embedded null byte" not in str(exc):
+                raise
+            click.echo("meid-bench: error: a path given contains a NUL byte; no file can be named so, choose "
+                       "another path", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

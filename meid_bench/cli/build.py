@@ -15,7 +15,8 @@ from meid_bench.build.split_io import load_split
 from meid_bench.build.summary import split_record, summarize_split
 from meid_bench.cli.output import echo_json, json_option
 from meid_bench.errors import VerificationError, warn
-from meid_bench.fileio import check_output_file, write_json_atomic
+from meid_bench.fileio import write_json_atomic
+from meid_bench.outputs import Output, check_outputs, split_input
 
 
 def default_annotations(benchmark: str) -> Path:
@@ -162,8 +163,9 @@ def verify(split_dir: Path, write_reference: Path | None, without_ids: bool, as_
       meid-bench verify splits/charadeslt --json
       meid-bench verify splits/charadeslt --write-reference charadeslt-reference.json
     """
-    if write_reference is not None:
-        check_output_file(write_reference, force=True, option="--write-reference")
+    if write_reference is not None:  # replaces an earlier reference file, never anything else (outputs.py)
+        check_outputs([Output(write_reference, "--write-reference", "reference")], [split_input(split_dir)],
+                      force=True)
     split = load_split(split_dir)
     if write_reference is not None:
         write_json_atomic(write_reference, make_reference(split, include_ids=not without_ids))

@@ -19,8 +19,9 @@ import click
 @click.option("--no-frames", is_flag=True, help="Only the mirrored-pair AP (no checkpoint is loaded).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Also write every figure to this JSON file.")
+@click.option("--force", is_flag=True, help="Replace an existing --json file (only one `diagnose` wrote).")
 def diagnose(run_dirs: tuple[Path, ...], annotations: Path | None, subset: str, max_videos: int, no_frames: bool,
-             json_out: Path | None) -> None:
+             json_out: Path | None, force: bool) -> None:
     """Diagnose trained runs beyond mAP (docs/results.md explains each figure).
 
     \b
@@ -37,7 +38,15 @@ def diagnose(run_dirs: tuple[Path, ...], annotations: Path | None, subset: str, 
       meid-bench diagnose runs/charadeslt-meid-seed0 --annotations data/charades --json meid-diagnosis.json
     """
     from meid_bench.diagnose import diagnose_run, format_table, write_json
+    from meid_bench.outputs import Output, check_outputs, run_input, source_input
+    from meid_bench.run_lock import refuse_if_locked
 
+    if json_out is not None:  # before any work: never over a run it reads, replaces only an earlier diagnosis
+        inputs = [run_input(run, "RUN_DIR") for run in run_dirs]
+        inputs += [source_input(annotations, "--annotations")] if annotations is not None else []
+        check_outputs([Output(json_out, "--json", "diagnosis")], inputs, force)
+    for run in run_dirs:
+        refuse_if_locked(run, "diagnose it")
     results = [diagnose_run(run, annotations, subset, max_videos, frames=not no_frames) for run in run_dirs]
     click.echo(format_table(results))
     if json_out is not None:

@@ -38,23 +38,39 @@ def evaluate(split_dir: Path | None, run_dir: Path | None, predictions_file: Pat
       meid-bench evaluate --run runs/charadeslt-meid-seed0 --subset val --json
       meid-bench evaluate --split splits/charadeslt --predictions my_method_test.parquet --out results/my_method
     """
+    from contextlib import ExitStack
+
     from meid_bench.build.split_io import load_split
-    from meid_bench.evaluator import Evaluator, check_metrics_outputs, read_predictions, write_metrics
+    from meid_bench.evaluator import Evaluator, check_metrics_outputs, metrics_paths, read_predictions, write_metrics
+    from meid_bench.outputs import Input, is_kind, run_input, same_path, split_input
     from meid_bench.report.runs import evaluate_run, load_run_split, read_run, rescore_run
+    from meid_bench.run_lock import acquire_run_lock, refuse_if_locked
 
     if (run_dir is None) == (predictions_file is None):
         raise MeidBenchError("evaluate: give exactly one of --run RUN_DIR or --predictions FILE.parquet")
+    default_out = run_dir if run_dir is not None else predictions_file.parent
+    target = out_dir if out_dir is not None else default_out
     # A run scored into its own folder is re-scored: its metrics file is the run's own (training wrote it), so it
     # is replaced without --force and keeps the fields training wrote (best_epoch). Anywhere else, --force rules.
     rescore = run_dir is not None and (out_dir is None or _same_folder(out_dir, run_dir))
-    if not rescore:
-        check_metrics_outputs(out_dir if out_dir is not None else predictions_file.parent, subset, force)
     kept: list[str] = []
+    # The output rule (outputs.py): the metrics never overwrite an input; of the run given with --run, only its
+    # own metrics files are updated; another run's folder is never written into.
+    inputs = [split_input(split_dir)] if split_dir is not None else []
     if run_dir is not None:
+        inputs.append(run_input(run_dir, "--run", updatable=tuple(p.name for p in metrics_paths(run_dir, subset))))
+    else:
+        inputs.append(Input(predictions_file, "--predictions"))
+    if is_kind(target, "run") and (run_dir is None or not same_path(target, run_dir)):
+        raise MeidBenchError(f"{target}: --out is the folder of another run; its metrics come from its own "
+                             "predictions, choose another --out")
+    check_metrics_outputs(target, subset, force or rescore, inputs)
+    into_run = run_dir is not None and is_kind(run_dir, "run") and same_path(target, run_dir)
+    if run_dir is not None:
+        refuse_if_locked(run_dir, "evaluate it")  # a run being trained has no final predictions yet
         run = read_run(run_dir)
         split = load_run_split(run, override=split_dir)
         if rescore:
-            check_metrics_outputs(run.path, subset, force=True)  # a folder in a file's place, permissions
             result, evaluator, kept = rescore_run(run, split, subset, force)
         else:
             result, evaluator = evaluate_run(run, split, subset)
@@ -67,7 +83,10 @@ def evaluate(split_dir: Path | None, run_dir: Path | None, predictions_file: Pat
         video_ids, scores = read_predictions(predictions_file, evaluator.class_keys)
         result = evaluator.eval(video_ids, scores, source=str(predictions_file))
         out = out_dir if out_dir is not None else predictions_file.parent
-    written = write_metrics(out, result, evaluator.per_class(result), force=force or rescore)
+    with ExitStack() as held:
+        if into_run:  # one writer at a time in a run folder (run_lock.py)
+            held.enter_context(acquire_run_lock(run_dir, "meid-bench evaluate", "--run"))
+        written = write_metrics(out, result, evaluator.per_class(result), force=force or rescore)
     if as_json:
         echo_json({"metrics": result, "written": written, "rescored": rescore, "kept": kept})
         return

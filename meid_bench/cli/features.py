@@ -29,12 +29,14 @@ def _progress(label: str, length: int):
     return progress_bar(length, label)
 
 
-def _prepare_output(out: Path, force: bool) -> None:
-    # Before any work or progress bar: an output that cannot be written, or exists without --force, is refused;
+def _prepare_output(out: Path, force: bool, inputs: list) -> None:
+    # Before any work or progress bar: an output that cannot be written, exists without --force, is one of the
+    # command's inputs or is not a feature store (--force replaces only a store) is refused (outputs.py);
     # temporary files of an earlier write of this output that was killed are removed.
-    from meid_bench.fileio import check_output_file, remove_stale_staging
+    from meid_bench.fileio import remove_stale_staging
+    from meid_bench.outputs import Output, check_outputs
 
-    check_output_file(out, force)
+    check_outputs([Output(out, "--out", "store")], inputs, force)
     remove_stale_staging(out, suffix=".h5")
 
 
@@ -67,8 +69,10 @@ def pack(split_dir: Path, source: Path, fmt: str, out: Path, dtype: str, workers
     from meid_bench.build.split_io import load_split
     from meid_bench.checks import check_number
 
+    from meid_bench.outputs import source_input, split_input
+
     check_number(fps, "--fps", low=0, low_open=True, allow_none=True)
-    _prepare_output(out, force)
+    _prepare_output(out, force, [split_input(split_dir), source_input(source, "--source")])
     split = load_split(split_dir)
     with _progress("packing", len(split_video_table(split))) as bar:
         report = pack_features(split, source, fmt, out, dtype=dtype, workers=workers, allow_missing=allow_missing,
@@ -136,8 +140,11 @@ def synth(split_dir: Path, out: Path | None, version: int, annotations: Path | N
                          temporal_scale=temporal_scale, noise_time_constant=noise_time_constant,
                          difficulty_spread=difficulty_spread)
     config.validate()
+    from meid_bench.outputs import source_input, split_input
+
     out = default_feature_path(split_dir) if out is None else out
-    _prepare_output(out, force)
+    _prepare_output(out, force, [split_input(split_dir)] + ([source_input(annotations, "--annotations")] if annotations
+                                                              is not None else []))
     split = load_split(split_dir)
     with _progress("simulating", len(split_video_table(split))) as bar:
         path = synthesize_features(split, out, config, frame_labels=frame_labels, force=force,
@@ -209,9 +216,14 @@ def probe(split_dir: Path, store_path: Path | None, train_subset: str, eval_subs
     from meid_bench.build.features.store import FeatureStore
     from meid_bench.build.split_io import load_split
 
+    from meid_bench.errors import warn
+
     split = load_split(split_dir)
     store = FeatureStore(default_feature_path(split_dir) if store_path is None else store_path)
     store.check_split(split, subsets=(train_subset, eval_subset))
+    if train_subset == eval_subset:
+        warn(f"--train-subset and --eval-subset are both {train_subset}: the probe is scored on the videos it was "
+             "fitted on, so its AP is optimistic (not a held-out result); use --eval-subset test for one")
     if alone and not mirrored_pairs:
         raise click.UsageError("--alone applies to --mirrored-pairs only")
     if mirrored_pairs:

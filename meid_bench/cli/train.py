@@ -112,15 +112,15 @@ def sweep(split_dir: Path, recipes: str, seeds: str, runs_root: Path, jobs: int,
     """
     import sys
 
-    from meid_bench.errors import MeidBenchError
-    from meid_bench.train.sweep import plan_sweep, run_sweep, sweep_devices
+    from meid_bench.train.sweep import parse_seeds, plan_sweep, run_sweep, sweep_devices
 
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError:
-        raise MeidBenchError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
-    runs = plan_sweep(split_dir, [r.strip() for r in recipes.split(",") if r.strip()], seed_list, runs_root)
-    train_args = [*(["--epochs", str(epochs)] if epochs else []), *[a for o in overrides for a in ("--set", o)]]
+    from meid_bench.bounds import JOBS_MAX, check_int_range
+
+    check_int_range(jobs, "--jobs", 1, JOBS_MAX)
+    runs = plan_sweep(split_dir, [r.strip() for r in recipes.split(",") if r.strip()], parse_seeds(seeds), runs_root,
+                      overrides=overrides, epochs=epochs)
+    train_args = [*(["--epochs", str(epochs)] if epochs is not None else []),
+                  *[a for o in overrides for a in ("--set", o)]]
     failed = run_sweep(split_dir, runs, jobs, train_args, devices=sweep_devices(device))
     if failed:
         click.echo(f"{len(failed)} of {len(runs)} runs failed", err=True)

@@ -225,8 +225,10 @@ def read_frame_folder(folder: Path, instants: np.ndarray, transform: Transform, 
         try:
             with image.open(files[k]) as picture:
                 collector.add(np.asarray(picture.convert("RGB")))
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise MeidBenchError(f"{files[k]}: not a readable image ({str(exc).splitlines()[0][:160]}); replace "
+        except (OSError, ValueError, SyntaxError, image.DecompressionBombError) as exc:
+            # DecompressionBombError: a header claiming more than twice Pillow's pixel limit (not an OSError).
+            detail = str(exc).splitlines()[0][:160] if str(exc) else ""
+            raise MeidBenchError(f"{files[k]}: not a readable image ({type(exc).__name__}: {detail}); replace "
                                  "it, or pass --allow-missing to skip the video and record it as missing") from None
     return Decoded(collector.result(), rows.reshape(wanted.shape).astype(np.int64), len(needed),
                    len(files) / frames_fps)

@@ -29,8 +29,10 @@ from meid_bench.build.features.pack import split_video_table
 from meid_bench.build.features.store import _store_dtype, check_finite
 from meid_bench.build.split_io import load_split
 from meid_bench.devices import resolve_device
+from meid_bench.bounds import FPS_MAX, WORKERS_MAX, check_int_range
+from meid_bench.errors import MeidBenchError, warn
+from meid_bench.outputs import Input, Output, check_outputs, source_input, split_input
 from meid_bench.train.environment import device_record
-from meid_bench.errors import MeidBenchError
 from meid_bench.extract.backbones import build_backbone
 from meid_bench.extract.catalog import BackboneInfo, Preprocessing, backbone_info
 from meid_bench.extract.decode import (Decoded, decoder_description, find_inputs, frame_folder_files, read_frame_folder,
@@ -39,7 +41,7 @@ from meid_bench.extract.preprocess import normalize, resize_crop
 from meid_bench.extract.sample import clip_instants, feature_instants
 from meid_bench.extract.spec import recommended_fps
 from meid_bench.extract.weights import RANDOM, load_weights, resolve_weights
-from meid_bench.extract.write import WorkFolder
+from meid_bench.extract.write import WorkFolder, source_identity
 
 logger = logging.getLogger(__name__)
 
@@ -143,10 +145,19 @@ class _Reader:
         instants = feature_instants(duration, self.fps)
         if self.info.kind == "clip":
             instants = clip_instants(instants, self.info.clip_len, self.info.clip_fps)
-        if self.kind == "videos":
-            decoded = read_video(source, instants, self.transform)
-        else:
-            decoded = read_frame_folder(source, instants, self.transform, self.frames_fps)
+        try:
+            if self.kind == "videos":
+                decoded = read_video(source, instants, self.transform)
+            else:
+                decoded = read_frame_folder(source, instants, self.transform, self.frames_fps)
+        except MeidBenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a decoder raises on one bad file (Pillow's
+            # DecompressionBombError, a truncated frame, an FFmpeg error) is a fact about that file: it becomes that
+            # video's error (--allow-missing records it and goes on), not the end of the whole extraction.
+            detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise MeidBenchError(f"{source}: cannot be decoded ({type(exc).__name__}{': ' + detail if detail else ''})"
+                                 "; replace or remove it, or pass --allow-missing to record it as missing") from None
         return decoded, duration, time.perf_counter() - started
 
 
@@ -179,10 +190,12 @@ def _check(options: ExtractOptions) -> str:
     _store_dtype(options.dtype)
     for name in ("fps", "frames_fps"):
         value = getattr(options, name)
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise MeidBenchError(f"--{name.replace('_', '-')} {value}: must be a positive number of frames per second")
+        if value is not None and not (math.isfinite(value) and 0 < value <= FPS_MAX):
+            raise MeidBenchError(f"--{name.replace('_', '-')} {value}: must be a positive number of frames per second, "
+                                 f"at most {FPS_MAX:g}")
     if options.batch < 1 or options.workers < 1:
         raise MeidBenchError("--batch and --workers must be at least 1")
+    check_int_range(options.workers, "--workers", 1, WORKERS_MAX)
     return "videos" if options.videos is not None else "frames"
 
 
@@ -214,9 +227,11 @@ def extract_features(options: ExtractOptions, progress: Callable[[int], None] | 
                              f"{'video file' if kind == 'videos' else 'frame folder'} (first: "
                              f"{', '.join(absent[:5])}); add them, or pass --allow-missing to record them as missing")
     out = Path(options.out) if options.out is not None else default_feature_path(options.split)
-    if out.exists() and not options.force:  # before any heavy work (the work folder checks again)
-        raise MeidBenchError(f"{out}: the output file already exists; pass --force to replace it or choose another "
-                             "--out")
+    # Before any heavy work (the work folder checks again): the output rule (outputs.py).
+    inputs = [split_input(options.split), source_input(source_root, "--videos" if kind == "videos" else "--frames")]
+    if Path(options.weights).is_file():
+        inputs.append(Input(Path(options.weights), "--weights"))
+    check_outputs([Output(out, "--out", "store")], inputs, options.force)
 
     weights = resolve_weights(info, options.weights)
     custom = options.width != 64 or options.blocks is not None or options.preprocessing is not None
@@ -244,6 +259,11 @@ def extract_features(options: ExtractOptions, progress: Callable[[int], None] | 
     report = ExtractReport(path=out, videos=0, frames=0, dim=model.dim, resumed=len(work.done), ignored=ignored)
     report.missing = [(v, "no source") for v in absent]
     if work.resumed:
+        changed = work.forget_changed({v: source_identity(present[v]) for v in work.done if v in present})
+        if changed:
+            warn(f"{len(changed)} source(s) changed since they were extracted (size or modification time; first: "
+                 f"{changed[0]}): extracted again")
+            report.resumed = len(work.done)
         logger.info(f"resuming: {len(work.done)} videos already extracted in {work.folder}")
     todo = [v for v in ids if v in present and v not in work.done]
     if start is not None:
@@ -270,7 +290,7 @@ def extract_features(options: ExtractOptions, progress: Callable[[int], None] | 
                 with np.errstate(over="ignore"):
                     features = features.astype(store_dtype)
                 check_finite(features, f"{present[video_id]} ({backbone} features)")
-                work.add(video_id, features)
+                work.add(video_id, features, source_identity(present[video_id]))
             if progress is not None:
                 progress(1)
         finished = True

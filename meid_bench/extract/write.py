@@ -4,8 +4,9 @@ Work folder ``.<store name>.extract/`` beside the output:
 
 - ``job.json``: what is being extracted (everything the bytes depend on); a resumed run must match it.
 - ``shards/shard-NNNNNN.npy``: features of consecutive finished videos, [rows, dim] in the store dtype.
-- ``journal.jsonl``: one line per shard, appended only after the shard is on disk: its videos and frame counts and
-  its sha256.
+- ``journal.jsonl``: one line per shard, appended only after the shard is on disk: its videos and frame counts, its
+  sha256, and each video's source identity (:func:`source_identity`: size and modification time), so that a resumed
+  run extracts again a video whose source was replaced since.
 
 A kill loses at most the videos not yet in a shard (shards are written every ``flush_seconds`` or 32 MiB). A resumed
 run reads the journal (a last line cut by the kill is dropped), skips the videos it lists and continues; videos
@@ -36,6 +37,19 @@ JOB_FORMAT_VERSION = 1
 _SHARD_BYTES = 32 << 20
 
 
+def source_identity(path: Path) -> list[int]:
+    """What identifies a source cheaply: a video file's size and modification time (ns); for a frame folder, its
+    number of entries, their total size and latest modification time. A replaced source changes it."""
+    try:
+        if path.is_dir():
+            stats = [entry.stat() for entry in os.scandir(path)]
+            return [len(stats), sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)]
+        stat = path.stat()
+        return [stat.st_size, stat.st_mtime_ns]
+    except OSError:
+        return []
+
+
 def work_folder_for(out: Path) -> Path:
     return out.parent / f".{out.name}.extract"
 
@@ -59,9 +73,11 @@ class WorkFolder:
         self.job = {"format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION, **job}
         self.flush_seconds = float(flush_seconds)
         self.done: dict[str, tuple[str, int, int]] = {}  # video id -> (shard, first row, frames)
+        self.sources: dict[str, list[int]] = {}  # video id -> its source's identity when it was extracted
         self.shards: dict[str, str] = {}  # shard -> sha256
         self.resumed = False
         self._pending: list[tuple[str, np.ndarray]] = []
+        self._pending_sources: dict[str, list[int]] = {}
         self._pending_bytes = 0
         self._last_flush = time.monotonic()
         check_output_file(self.out, force)  # a folder in its place, a file among its parents, or no --force
@@ -114,14 +130,29 @@ class WorkFolder:
         shard = str(entry["shard"])
         self.shards[shard] = str(entry["sha256"])
         row = 0
+        sources = entry.get("sources") or {}  # journals of earlier versions record none
         for video_id, frames in entry["videos"]:
             self.done[str(video_id)] = (shard, row, int(frames))
+            if str(video_id) in sources:
+                self.sources[str(video_id)] = list(sources[str(video_id)])
             row += int(frames)
 
+    def forget_changed(self, current: dict[str, list[int]]) -> list[str]:
+        """Drop finished videos whose source identity differs from ``current``'s (a replaced file): they are
+        extracted again. Videos recorded without an identity (older journals) are kept. Returns the dropped ids."""
+        changed = [v for v in self.done if v in self.sources and v in current and self.sources[v] != current[v]]
+        for video_id in changed:
+            del self.done[video_id]
+            del self.sources[video_id]
+        return changed
+
     # -- recording -----------------------------------------------------------------------------------------------
-    def add(self, video_id: str, features: np.ndarray) -> None:
-        """A finished video's features [frames, dim] in the store dtype (on disk at the next flush)."""
+    def add(self, video_id: str, features: np.ndarray, source: list[int] | None = None) -> None:
+        """A finished video's features [frames, dim] in the store dtype (on disk at the next flush), and the
+        identity of the source they came from."""
         self._pending.append((video_id, np.ascontiguousarray(features)))
+        if source is not None:
+            self._pending_sources[video_id] = list(source)
         self._pending_bytes += features.nbytes
         if self._pending_bytes >= _SHARD_BYTES or time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
@@ -137,14 +168,15 @@ class WorkFolder:
         data = buffer.getvalue()
         _fsync_write(self.folder / "shards" / name, data)  # an orphan of a killed run is simply overwritten
         entry = {"shard": name, "sha256": hashlib.sha256(data).hexdigest(),
-                 "videos": [[v, len(f)] for v, f in self._pending]}
+                 "videos": [[v, len(f)] for v, f in self._pending],
+                 "sources": {v: self._pending_sources[v] for v, _ in self._pending if v in self._pending_sources}}
         with open(self.folder / "journal.jsonl", "ab") as handle:
             handle.write((json.dumps(entry) + "\n").encode("utf-8"))  # one write: a kill leaves no newline
             handle.flush()
             os.fsync(handle.fileno())
         self._apply(entry)
         self._next_shard += 1
-        self._pending, self._pending_bytes = [], 0
+        self._pending, self._pending_bytes, self._pending_sources = [], 0, {}
 
     # -- assembling ----------------------------------------------------------------------------------------------
     def _shard(self, name: str) -> np.ndarray:

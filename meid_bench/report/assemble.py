@@ -27,7 +27,8 @@ import numpy as np
 
 from meid_bench.build.split_io import GROUPS
 from meid_bench.errors import MeidBenchError
-from meid_bench.fileio import check_output_folder, publish_folder, write_text_atomic
+from meid_bench.fileio import publish_folder, write_json_atomic, write_text_atomic
+from meid_bench.outputs import REPORT_FORMAT, REPORT_MARKER, Output, check_outputs, run_input
 from meid_bench.report import plots
 from meid_bench.report.page import html_page
 from meid_bench.report.paired import DEFAULT_REFERENCES, paired_differences
@@ -43,7 +44,14 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     ``references``: the methods others are compared with, seed by seed (default :data:`DEFAULT_REFERENCES`,
     those of them present; a reference given explicitly must be among the runs).
     """
-    out = check_output_folder(out, force)
+    from meid_bench.run_lock import refuse_if_locked
+
+    # The output rule (outputs.py): never inside or over a run it reads; --force replaces only a report folder.
+    check_outputs([Output(Path(out), "--out", "report", folder=True)], [run_input(r, "run") for r in run_dirs],
+                  force)
+    out = Path(out)
+    for run_dir in run_dirs:  # a run being trained has no final numbers yet
+        refuse_if_locked(run_dir, "report it")
     sections = collect_sections(run_dirs)
     frame = results_frame(sections)
     if references is None:
@@ -67,6 +75,9 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
             write_text_atomic(staging / "paired_differences_by_seed.csv", to_csv(by_seed))
         write_text_atomic(staging / "results.md", results_markdown(sections, frame, summary, by_seed))
         write_text_atomic(staging / "index.html", html_page(sections, summary, by_seed))
+        # The marker by which a later `report --force` knows this folder as a report (and nothing else).
+        write_json_atomic(staging / REPORT_MARKER, {"format": REPORT_FORMAT, "format_version": 1,
+                                                   "runs": [str(r) for r in run_dirs]})
         publish_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -41,6 +41,10 @@ def t_interval(differences: Sequence[float], confidence: float = CONFIDENCE) -> 
     return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half}
 
 
+def _seeds(rows: pd.DataFrame) -> str:
+    return " ".join(str(int(seed)) for seed in sorted(rows.index)[:6]) + (" ..." if len(rows) > 6 else "")
+
+
 def paired_differences(frame: pd.DataFrame, references: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Differences (percentage points) of every method against each reference method present in its split.
 
@@ -64,7 +68,10 @@ def paired_differences(frame: pd.DataFrame, references: Sequence[str]) -> tuple[
         for reference in [r for r in references if r in table]:
             for method in [m for m in methods if m != reference and m in table]:
                 seeds = sorted(set(table[method].index) & set(table[reference].index))
-                if not seeds:
+                if not seeds:  # a comparison asked for that the runs cannot give: say so, not nothing
+                    logger.warning(f"{benchmark}: {method} (seeds {_seeds(table[method])}) and the reference "
+                                   f"{reference} (seeds {_seeds(table[reference])}) share no seed: no paired "
+                                   "difference between them; train both with the same seeds")
                     continue
                 identity = {"benchmark": benchmark, "split_checksum": checksum, "method": method,
                             "reference": reference}

@@ -38,8 +38,16 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}, staging)
-    os.replace(staging, path)
+    try:
+        torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}, staging)
+        os.replace(staging, path)
+    except BaseException as exc:
+        staging.unlink(missing_ok=True)  # never leave half a checkpoint behind
+        if isinstance(exc, RuntimeError) and "write" in str(exc).lower():  # torch's words for a failed write
+            first = str(exc).strip().splitlines()[-1][:160]
+            raise MeidBenchError(f"{path}: the checkpoint could not be written ({first}); is the disk full? Free "
+                                 "space, then continue the run with --resume") from None
+        raise
 
 
 def load_checkpoint(path: Path, expect_model: str | None = None,

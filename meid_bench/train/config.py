@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
+from meid_bench.bounds import SET_DEPTH_MAX, nesting_depth
 from meid_bench.errors import MeidBenchError
 from meid_bench.models import create_model, list_models, model_config_class
 from meid_bench.models.base import BaseModelConfig, VideoModel
@@ -288,6 +289,10 @@ class Recipe:
             raise MeidBenchError(f"{where}: name: missing required key")
         if not isinstance(name, str) or not name:
             raise MeidBenchError(f"{where}: name: expected a non-empty string, got {name!r}")
+        if not RECIPE_NAME.fullmatch(name) or ".." in name:
+            # The name becomes part of run folder names (runs/<benchmark>-<name>-seed<seed>): no '/', '..', NUL.
+            raise MeidBenchError(f"{where}: name: {name[:80]!r} is not a usable recipe name (letters, digits, '.', "
+                                 "'_' and '-', at most 100 characters, no '..'); rename it")
         if "model" not in data:
             raise MeidBenchError(f"{where}: model: missing required key (a mapping with at least `name`)")
         model_name, model_options = _named_section(data, "model", None, list_models(), where)
@@ -336,6 +341,9 @@ def _section(data: Mapping[str, Any], key: str, cls: type, default: Any, where: 
 
 
 # -- YAML ------------------------------------------------------------------------------------------------------------
+
+
+RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class _RecipeLoader(yaml.SafeLoader):
@@ -428,10 +436,19 @@ def apply_overrides(recipe: Recipe, overrides: Sequence[str]) -> Recipe:
         key, sep, text = override.partition("=")
         if not sep or not key.strip():
             raise MeidBenchError(f"--set {override!r}: expected KEY=VALUE, e.g. optim.lr=1e-3")
+        shown = override if len(override) <= 80 else override[:60] + "..."
         try:
             value = yaml.load(text, Loader=_RecipeLoader)
         except yaml.YAMLError:
-            raise MeidBenchError(f"--set {override!r}: the value is not valid YAML") from None
+            raise MeidBenchError(f"--set {shown!r}: the value is not valid YAML") from None
+        except RecursionError:
+            value = None
+            depth = SET_DEPTH_MAX + 1
+        else:
+            depth = nesting_depth(value)
+        if depth > SET_DEPTH_MAX:
+            raise MeidBenchError(f"--set {shown!r}: the value nests lists or mappings more than {SET_DEPTH_MAX} "
+                                 "deep; no recipe key takes that")
         parts = key.strip().split(".")
         node = data
         for part in parts[:-1]:

@@ -14,7 +14,8 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -30,15 +31,18 @@ from meid_bench.data import GpuResidentFeatures, VideoFeatureDataset, frames_nby
 from meid_bench.devices import resolve_device
 from meid_bench.errors import MeidBenchError, warn
 from meid_bench.evaluator import Evaluator, write_predictions
-from meid_bench.fileio import check_output_folder, read_record, write_json_atomic, write_text_atomic
+from meid_bench.fileio import read_record, write_json_atomic, write_text_atomic
 from meid_bench.logs import log_lines_to
 from meid_bench.records import read_log, shown_epoch
 from meid_bench.metrics import average_precision
 from meid_bench.models import STREAM_BALANCED, STREAM_INSTANCE, compute_training_step, unwrap_model
 from meid_bench.report.runs import RUN_FORMAT, RUN_FORMAT_VERSION
+from meid_bench.run_lock import LOCK_NAME, acquire_run_lock, refuse_if_locked
+from meid_bench.train.resolve import check_run_numbers, resolve_run_recipe
+from meid_bench.train.run_folder import check_run_outputs, folder_state
 from meid_bench.train.batches import EvalStream, TrainStream
 from meid_bench.train.checkpoint import check_restorable, check_state_dict, load_checkpoint, save_checkpoint
-from meid_bench.train.config import Recipe, apply_overrides, load_recipe
+from meid_bench.train.config import Recipe
 from meid_bench.train.distributed import DistributedContext, init_distributed
 from meid_bench.train.environment import command_line, device_record, software_versions
 from meid_bench.train.guard import LossWatch, check_batches_fit, check_features, out_of_memory_as_error
@@ -56,7 +60,7 @@ RESIDENT_RESERVE = {"cuda": 3 << 30, "cpu": 1 << 30}
 # (1,110 x 1e-4 = 0.11) did not learn; its own schedule (1,110 x 1e-3 = 1.1) and VideoLT's (42,000 x 1e-4) do.
 SHORT_SCHEDULE_LR_STEPS = 0.2
 # What a run stopped in its first epoch leaves (before checkpoints/last.pt): --resume starts it from scratch.
-_FIRST_EPOCH_LEFTOVERS = {"run.json", "log.jsonl", "checkpoints"}
+_FIRST_EPOCH_LEFTOVERS = {"run.json", "log.jsonl", "checkpoints", LOCK_NAME}
 
 
 @dataclass(frozen=True)
@@ -166,22 +170,18 @@ def predict(model: torch.nn.Module, stream: EvalStream, device: torch.device) ->
 class Trainer:
     """Holds what one run needs; :meth:`fit` is the loop."""
 
-    def __init__(self, options: TrainOptions) -> None:
+    def __init__(self, options: TrainOptions, held: ExitStack | None = None) -> None:
         self.options = options
+        # What this run holds until it ends (its run folder's lock): train() closes it; else the lock goes with us.
+        self._held = held if held is not None else ExitStack()
+        self._log_kept: list[dict] | None = None  # a resumed run's log.jsonl up to its checkpoint
         self.split = load_split(options.split)
-        # The benchmark's schedule first, so that --set and --epochs override it.
-        recipe = apply_overrides(load_recipe(options.recipe).for_benchmark(self.split.name), options.overrides)
-        if options.epochs is not None:
-            if options.epochs < 1:
-                raise MeidBenchError(f"--epochs {options.epochs}: must be >= 1")
-            recipe = replace(recipe, epochs=options.epochs)
+        # The benchmark's schedule first, so that --set and --epochs override it (as `sweep` checks it too).
+        self.recipe = recipe = resolve_run_recipe(options.recipe, self.split, options.overrides, options.epochs)
+        check_run_numbers(options.seed, options.workers, options.eval_batch_size)
         if not 0.0 < options.memory_share <= 1.0:
             raise MeidBenchError(f"--memory-share {options.memory_share}: must be in (0, 1], the share of the "
                                  "device's memory this run counts on (1 when it has the device to itself)")
-        if options.workers < 0 or options.eval_batch_size < 1:
-            raise MeidBenchError(f"--workers {options.workers}: must be >= 0" if options.workers < 0 else
-                                 f"eval_batch_size {options.eval_batch_size}: must be >= 1")
-        self.recipe = recipe = recipe.resolved()
         self.dist: DistributedContext = init_distributed(resolve_device(options.device))
         self.device = self.dist.device
         if self.device.type == "cuda" and self.device.index is not None:
@@ -253,6 +253,7 @@ class Trainer:
                 self._check_same_features()
             self._restore(last)
         self.wrapped = self.dist.wrap(self.model)
+        self._lock_run_dir()
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def fit(self) -> Path:
@@ -260,6 +261,9 @@ class Trainer:
         if self.dist.is_main:
             if not self.resume:  # a fresh start (maybe of a run stopped in its first epoch): no stale log lines
                 (self.run_dir / "log.jsonl").unlink(missing_ok=True)
+            elif self._log_kept is not None:
+                write_text_atomic(self.run_dir / "log.jsonl",
+                                  "".join(json.dumps(record) + "\n" for record in self._log_kept))
             self._write_run_json()
             self._warn_short_schedule()
         for epoch in range(self.start_epoch, recipe.epochs):
@@ -380,8 +384,11 @@ class Trainer:
 
     # -- run folder and checkpoints ---------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
-        check_output_folder(self.run_dir, force=False, existing_ok=True)
-        exists = self.run_dir.exists() and any(self.run_dir.iterdir())
+        check_run_outputs(self.run_dir, self.split, self.store.path, self.options.recipe)
+        if self.dist.is_main:  # a run being written by another process: say so now, before looking any further
+            refuse_if_locked(self.run_dir, "resume it or start another run")
+        self._state_checked = folder_state(self.run_dir)
+        exists = self.run_dir.exists() and any(p.name != LOCK_NAME for p in self.run_dir.iterdir())
         self.resume = self.options.resume
         last = self.run_dir / "checkpoints" / "last.pt"
         if last.exists() and not last.is_file():
@@ -400,6 +407,19 @@ class Trainer:
         elif not self.resume and exists:
             raise MeidBenchError(f"{self.run_dir}: the run folder already exists; pass --resume to continue it, or "
                                  "--out to start a new run elsewhere")
+
+    def _lock_run_dir(self) -> None:
+        """Take the run folder's lock for the rest of the run (rank 0 writes the folder). Everything above only read
+        it, so a second writer that started at the same moment is caught here: whoever locks second is refused, and
+        a folder changed since it was checked (a writer that finished in between) is refused too."""
+        if not self.dist.is_main:
+            return
+        lock = acquire_run_lock(self.run_dir, "meid-bench train")
+        self._held.callback(lock.release)
+        if folder_state(self.run_dir) != self._state_checked:
+            lock.release()
+            raise MeidBenchError(f"{self.run_dir}: the run folder changed while this run was starting (another "
+                                 "writer?); run the command again")
 
     def _payload(self, epoch: int) -> dict:
         return {
@@ -435,8 +455,8 @@ class Trainer:
         self.start_epoch, self.best = payload["epoch"] + 1, dict(payload["best"])
         log = self.run_dir / "log.jsonl"
         if log.is_file():  # drop records of epochs after the checkpoint, and a line cut off by the interruption
-            kept = [record for record in read_log(log) if record["epoch"] <= payload["epoch"]]
-            write_text_atomic(log, "".join(json.dumps(record) + "\n" for record in kept))
+            # (read and checked now, written once the run folder is locked: fit())
+            self._log_kept = [record for record in read_log(log) if record["epoch"] <= payload["epoch"]]
 
     def _rng_state(self) -> dict:
         """This process's random generators as they stand: torch's CPU generator, the CUDA generator of the
@@ -519,5 +539,5 @@ def train(options: TrainOptions, echo: Callable[[str], None] | None = None) -> P
 
     Progress is logged (``meid_bench.train.loop``: one line per epoch, the final test result); ``echo``, if given,
     also receives each of those lines (a convenience for callers that collect them)."""
-    with log_lines_to(echo), out_of_memory_as_error("train"):
-        return Trainer(options).fit()
+    with log_lines_to(echo), out_of_memory_as_error("train"), ExitStack() as held:
+        return Trainer(options, held).fit()

@@ -9,6 +9,7 @@ Weights are loaded with ``torch.load(weights_only=True)``: nothing in the file i
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best", device: str |
     run = read_run(run_dir)
     path = run.path / "checkpoints" / f"{checkpoint}.pt"
     payload = load_checkpoint(path, expect_split=run.split_checksum)
+    _check_against_record(payload, run, path)
     recipe = Recipe.from_dict(payload.get("recipe"), where=f"{path}: recipe")
     groups = payload.get("class_groups")
     if groups is None:
@@ -71,6 +73,27 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best", device: str |
     return LoadedRun(path=run.path, run=run, recipe=recipe, model=model, checkpoint=checkpoint,
                      epoch=shown_epoch(int(payload["epoch"])), metrics=_metrics(run.path / "metrics.json"),
                      val_metrics=_metrics(run.path / "metrics_val.json"))
+
+
+def _plain(value: object) -> object:
+    return json.loads(json.dumps(value, default=str))  # tuples as lists, as run.json holds them
+
+
+def _check_against_record(payload: dict, run: Run, path: Path) -> None:
+    """The checkpoint must be this run's, as `train --resume` demands: the recipe (and so the model) and the seed
+    run.json records (the split is checked by load_checkpoint). A checkpoint copied from another run would
+    otherwise load under this run's name, seed and metrics."""
+    recorded = run.record.get("recipe")
+    if isinstance(recorded, dict) and recorded and _plain(payload.get("recipe")) != _plain(recorded):
+        theirs = payload.get("recipe", {}).get("model", {}) if isinstance(payload.get("recipe"), dict) else {}
+        ours = recorded.get("model", {}) if isinstance(recorded.get("model"), dict) else {}
+        which = (f"model {theirs.get('name')!r}, run.json records {ours.get('name')!r}"
+                 if theirs.get("name") != ours.get("name") else "another recipe than run.json records")
+        raise MeidBenchError(f"{path}: the checkpoint was trained with {which}: it is not this run's checkpoint; "
+                             "restore the run's own checkpoints or train it again")
+    if isinstance(run.seed, int) and payload.get("seed") != run.seed:
+        raise MeidBenchError(f"{path}: the checkpoint was trained with seed {payload.get('seed')!r}, run.json records "
+                             f"seed {run.seed}: it is not this run's checkpoint; restore the run's own checkpoints")
 
 
 def _metrics(path: Path) -> dict | None:

@@ -19,10 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from meid_bench.bounds import JOBS_MAX, check_int_range, check_seed
+from meid_bench.build.features import default_feature_path
+from meid_bench.build.features.store import FeatureStore
 from meid_bench.build.split_io import load_split
 from meid_bench.errors import MeidBenchError
-from meid_bench.fileio import check_output_folder
-from meid_bench.train.config import list_recipes, resolve_recipe_path
+from meid_bench.outputs import Output, check_outputs, split_input
+from meid_bench.run_lock import LOCK_NAME, refuse_if_locked
+from meid_bench.train.config import list_recipes
+from meid_bench.train.resolve import check_run_numbers, resolve_run_recipe
+from meid_bench.train.run_folder import check_run_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +40,58 @@ class SweepRun:
     out: Path
 
 
-def plan_sweep(split_dir: Path, recipes: Sequence[str], seeds: Sequence[int], runs_root: Path) -> list[SweepRun]:
-    check_output_folder(runs_root, force=False, option="--runs-root", existing_ok=True)
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2``: at least one seed, each an integer the random generators take, none twice."""
+    parts = [part.strip() for part in text.split(",")]
+    if not any(parts):
+        raise MeidBenchError(f"--seeds {text!r}: no seed given; expected comma-separated integers, e.g. 0,1,2")
+    seeds = []
+    for part in parts:
+        if not part:
+            continue
+        try:
+            seeds.append(check_seed(int(part), "--seeds"))
+        except ValueError:
+            raise MeidBenchError(f"--seeds {text!r}: {part[:40]!r} is not an integer; expected comma-separated "
+                                 "integers, e.g. 0,1,2") from None
+    return seeds
+
+
+def plan_sweep(split_dir: Path, recipes: Sequence[str], seeds: Sequence[int], runs_root: Path,
+               overrides: Sequence[str] = (), epochs: int | None = None) -> list[SweepRun]:
+    """Every run of the sweep, each checked before any starts as `train` checks it: its recipe resolved with
+    ``overrides`` and ``epochs``, its seed, its run folder (the output rule, no other writer, no two runs in one
+    folder), and the split's feature store."""
+    check_outputs([Output(Path(runs_root), "--runs-root", "folder", folder=True, adds_to=True)],
+                  [split_input(split_dir)], force=False)
     split = load_split(split_dir)
     names = list_recipes() if list(recipes) == ["all"] else list(recipes)
+    if not names:
+        raise MeidBenchError("--recipes: no recipe given; e.g. --recipes meid,late_avg or --recipes all")
+    if not seeds:
+        raise MeidBenchError("--seeds: no seed given; e.g. --seeds 0,1,2")
+    store = default_feature_path(split.path)
+    if not store.is_file():
+        raise MeidBenchError(f"{store}: no feature store; create one with `meid-bench features synth --split "
+                             f"{split.path}` (proxy features) or `meid-bench features pack ...`")
+    FeatureStore(store).check_split(split)  # a store of another split would fail every run
+    runs, seen = [], {}
     for name in names:
-        resolve_recipe_path(name)  # an unknown recipe fails before anything starts
-    return [SweepRun(name, seed, runs_root / f"{split.name}-{Path(name).stem}-seed{seed}")
-            for name in names for seed in seeds]
+        resolve_run_recipe(name, split, overrides, epochs)  # what `train` would refuse, refused now
+        for seed in seeds:
+            check_run_numbers(seed, workers=1)
+            run = SweepRun(name, seed, Path(runs_root) / f"{split.name}-{Path(name).stem}-seed{seed}")
+            if run.out in seen:
+                first = seen[run.out]
+                raise MeidBenchError(f"{run.out}: the sweep would train both {first.recipe} seed {first.seed} and "
+                                     f"{name} seed {seed} into this one run folder; give each recipe and seed once")
+            seen[run.out] = run
+            check_run_outputs(run.out, split, store, name, option="--runs-root")
+            check_outputs([Output(run.out.parent / f"{run.out.name}.log", "--runs-root", "log")],
+                          [split_input(split.path)], force=True)
+            refuse_if_locked(run.out, "run the sweep")
+            runs.append(run)
+    return runs
 
 
 def sweep_devices(device: str) -> list[str]:
@@ -89,8 +139,7 @@ def run_sweep(split_dir: Path, runs: Sequence[SweepRun], jobs: int, train_args: 
               devices: Sequence[str] = ("auto",)) -> list[SweepRun]:
     """Run every planned run not yet finished, ``jobs`` at a time, each with ``--device`` from ``devices`` (see
     :class:`DevicePool`); returns the runs that failed. Progress is logged (``meid_bench.train.sweep``)."""
-    if jobs < 1:
-        raise MeidBenchError(f"--jobs {jobs}: must be >= 1")
+    check_int_range(jobs, "--jobs", 1, JOBS_MAX)
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     pending = [run for run in runs if not (run.out / "metrics.json").is_file()]
     pool_of_devices = DevicePool(devices)
@@ -103,7 +152,9 @@ def run_sweep(split_dir: Path, runs: Sequence[SweepRun], jobs: int, train_args: 
     share = memory_share(jobs, len(devices), len(pending))
 
     def launch(run: SweepRun) -> tuple[SweepRun, int, float, str]:
-        resume = ["--resume"] if (run.out / "checkpoints" / "last.pt").is_file() else []
+        # A folder that exists holds a run cut short (maybe in its first epoch, before any checkpoint): continue it.
+        started_before = run.out.is_dir() and any(p.name != LOCK_NAME for p in run.out.iterdir())
+        resume = ["--resume"] if started_before else []
         device = pool_of_devices.acquire()
         command = [sys.executable, "-m", "meid_bench", "train", "--split", str(split_dir), "--recipe", run.recipe,
                    "--seed", str(run.seed), "--out", str(run.out), "--device", device, *resume,

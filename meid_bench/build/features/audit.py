@@ -10,8 +10,13 @@ are tested for finiteness as they pass. A chunked store (no plain frame block) i
 At VideoLT scale (about 150 GB) one pass takes minutes, so the verdict of a store of at least
 :data:`REMEMBER_BYTES` is remembered in a small JSON file under the user's cache folder (``$MEID_BENCH_CACHE``, else
 ``$XDG_CACHE_HOME/meid-bench``, else ``~/.cache/meid-bench``), keyed by the store's path, device, inode, size,
-modification and status-change times: any write to the file changes its status-change time, which no user command
-can set back, so a changed store is always read again. A cache that cannot be written is simply not used.
+modification and status-change times: a write through ``write()`` changes the status-change time, which no user
+command can set back, so such a changed store is always read again. A writer holding a writable memory map of the
+file may leave both times unchanged until the kernel writes its pages back (and a coarse clock can give two writes
+the same time), so the remembered verdict also carries a hash of a sample of the file (:func:`_sample_digest`: its
+first and last MiB and blocks spread over it), recomputed on every use for a few MiB of reads: a change that shows
+in the sample means a full read. A change through a memory map that touches no sampled block and neither time
+goes unnoticed (docs/formats.md says how to force a full read). A cache that cannot be written is simply not used.
 """
 
 from __future__ import annotations
@@ -60,12 +65,35 @@ def _cache_file(identity: dict) -> Path:
     return cache_dir() / "store-audits" / f"{hashlib.sha256(identity['path'].encode()).hexdigest()[:32]}.json"
 
 
+SAMPLE_EDGE = 1 << 20  # bytes hashed at each end of the file
+SAMPLE_BLOCKS = 62  # blocks of SAMPLE_BLOCK bytes spread evenly between them
+SAMPLE_BLOCK = 64 << 10
+
+
+def _sample_digest(path: Path, size: int) -> str:
+    """sha256 of a sample of the file: its first and last SAMPLE_EDGE bytes and SAMPLE_BLOCKS blocks spread evenly
+    between (about 6 MiB read, whatever the file's size)."""
+    digest = hashlib.sha256()
+    starts = [0, max(0, size - SAMPLE_EDGE)]
+    starts += [int(size * (k + 1) / (SAMPLE_BLOCKS + 1)) for k in range(SAMPLE_BLOCKS)]
+    with open(path, "rb", buffering=0) as handle:
+        for start in starts:
+            handle.seek(start)
+            digest.update(handle.read(SAMPLE_EDGE if start in starts[:2] else SAMPLE_BLOCK))
+    return digest.hexdigest()
+
+
 def _remembered(identity: dict) -> StoreAudit | None:
     try:
         record = json.loads(_cache_file(identity).read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or record.get("format") != AUDIT_FORMAT or record.get("identity") != identity:
+        return None
+    try:
+        if record.get("sample_sha256") != _sample_digest(Path(identity["path"]), identity["size"]):
+            return None  # changed without its times changing (a memory-mapped writer): read it all again
+    except OSError:
         return None
     sha256 = record.get("sha256")
     if not (isinstance(sha256, str) and len(sha256) == 64 and record.get("finite") is True):
@@ -79,7 +107,8 @@ def _remember(identity: dict, audit: StoreAudit) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         staging.write_text(json.dumps({"format": AUDIT_FORMAT, "identity": identity, "sha256": audit.sha256,
-                                       "finite": True}))
+                                       "finite": True,
+                                       "sample_sha256": _sample_digest(Path(identity["path"]), identity["size"])}))
         os.replace(staging, target)
     except OSError:
         pass  # a read-only or full cache folder: the next run reads the store again

@@ -28,7 +28,8 @@ import h5py
 import numpy as np
 
 from meid_bench.errors import MeidBenchError
-from meid_bench.fileio import check_output_file, create_staging_file
+from meid_bench.fileio import create_staging_file
+from meid_bench.outputs import Output, check_outputs
 from meid_bench.build.features.frames import packed_width, unpack_frame_labels
 from meid_bench.build.features.store_check import read_store_index
 
@@ -72,7 +73,7 @@ class FeatureStoreWriter:
         from meid_bench import __version__
 
         self.path = Path(path)
-        check_output_file(self.path, force)
+        check_outputs([Output(self.path, "--out", "store")], [], force)  # --force replaces only a feature store
         if dim <= 0:
             raise MeidBenchError(f"{self.path}: feature dimension {dim} must be positive")
         self.dim = int(dim)

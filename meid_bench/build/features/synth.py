@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from meid_bench.bounds import check_seed
 from meid_bench.errors import MeidBenchError
 from meid_bench.fileio import check_free_space
 from meid_bench.build.features.frames import active_classes, frame_times, num_frames_for, pack_frame_labels
@@ -80,6 +81,7 @@ class SynthConfig:
             raise MeidBenchError(f"--version {self.version}: choose one of {', '.join(map(str, VERSIONS))}")
         if self.dim < 2:
             raise MeidBenchError(f"--dim {self.dim}: needs at least 2 dimensions")
+        check_seed(self.seed)
         if not (self.fps > 0 and math.isfinite(self.fps)):
             raise MeidBenchError(f"--fps {self.fps}: must be a positive number of frames per second")
         if not 0.0 <= self.class_overlap < 1.0:
