@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from meid_bench import __version__
+from meid_bench._version import __version__
 from meid_bench.errors import MeidBenchError
 from meid_bench.logs import configure_cli_logging
 

@@ -37,7 +37,7 @@ def evaluate(split_dir: Path | None, run_dir: Path | None, predictions_file: Pat
     """
     from meid_bench.build.split_io import load_split
     from meid_bench.evaluator import Evaluator, check_metrics_outputs, read_predictions, write_metrics
-    from meid_bench.report.runs import evaluate_run, load_run_split, read_run
+    from meid_bench.runs import evaluate_run, load_run_split, read_run
 
     if (run_dir is None) == (predictions_file is None):
         raise MeidBenchError("evaluate: give exactly one of --run RUN_DIR or --predictions FILE.parquet")
@@ -94,7 +94,7 @@ def report(run_dirs: tuple[Path, ...], out_dir: Path, runs_root: Path, reference
       meid-bench report --reference late_avg --out reports/vs-late-avg --force
     """
     from meid_bench.report.assemble import write_report
-    from meid_bench.report.runs import find_runs
+    from meid_bench.runs import find_runs
 
     runs = [path for path in run_dirs if not _is_sweep_log(path)] if run_dirs else find_runs(runs_root)
     if not runs:

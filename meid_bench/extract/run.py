@@ -103,7 +103,7 @@ def embed(model: torch.nn.Module, decoded: Decoded, pre: Preprocessing, kind: st
 
 
 def _versions(kind: str) -> dict[str, str]:
-    from meid_bench import __version__
+    from meid_bench._version import __version__
 
     versions = {"meid_bench": __version__, "python": platform.python_version(), "torch": torch.__version__,
                 "numpy": np.__version__}

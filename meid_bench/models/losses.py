@@ -12,8 +12,7 @@ nothing is read from files.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -21,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from meid_bench.errors import MeidBenchError
-from meid_bench.models.options import parse_options
+from meid_bench.registry import Registry, SplitStats
 
 
 class MultiLabelLoss(nn.Module):
@@ -108,6 +106,16 @@ class LDAMOptions:
     drw_epoch: int | None = None
     drw_beta: float = 0.9999
 
+    def resolved_for(self, recipe: Any) -> "LDAMOptions":
+        """``drw_epoch: null`` made the first lr decay of the recipe's schedule (called by ``Recipe.resolved``)."""
+        if self.drw_epoch is not None:
+            return self
+        milestones = tuple(recipe.optim.milestones)
+        if not milestones:
+            raise ValueError("drw_epoch: null means the first lr decay, but optim.milestones is empty; give "
+                             "drw_epoch an epoch")
+        return replace(self, drw_epoch=milestones[0])
+
     def problems(self) -> list[tuple[str, str]]:
         found = []
         if self.max_margin < 0:
@@ -151,6 +159,10 @@ class EQLVideoLTOptions:
 
 
 class BCELoss(MultiLabelLoss):
+    @classmethod
+    def from_options(cls, options: BCEOptions, stats: SplitStats) -> "BCELoss":
+        return cls()
+
     def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
 
@@ -162,6 +174,10 @@ class FocalLoss(MultiLabelLoss):
         super().__init__(class_weight)
         self.gamma = gamma
         self.alpha = alpha
+
+    @classmethod
+    def from_options(cls, options: FocalOptions, stats: SplitStats) -> "FocalLoss":
+        return cls(options.gamma, options.alpha)
 
     def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
         bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -192,6 +208,10 @@ class LDAMDRWLoss(MultiLabelLoss):
         self.drw_epoch = options.drw_epoch
         self.epoch = 0
 
+    @classmethod
+    def from_options(cls, options: LDAMOptions, stats: SplitStats) -> "LDAMDRWLoss":
+        return cls(stats.require("class_counts", "loss ldam_drw"), options)
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         if epoch >= self.drw_epoch:
@@ -215,6 +235,11 @@ class EqualizationLoss(MultiLabelLoss):
         frequency = np.asarray(class_counts, dtype=np.float64) / float(num_videos)
         self.register_buffer("rare", _float_tensor(frequency < options.frequency_threshold))
 
+    @classmethod
+    def from_options(cls, options: EQLOptions, stats: SplitStats) -> "EqualizationLoss":
+        who = "loss eql (class frequencies = class counts / training videos)"
+        return cls(stats.require("class_counts", who), stats.require("num_videos", who), options)
+
     def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
         bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
         return bce * (1.0 - self.rare * (1.0 - targets))
@@ -231,6 +256,10 @@ class VideoLTEqualizationLoss(MultiLabelLoss):
         self.register_buffer("tail", _float_tensor(counts <= options.tail_threshold))
         self.drop_prob = options.drop_prob
 
+    @classmethod
+    def from_options(cls, options: EQLVideoLTOptions, stats: SplitStats) -> "VideoLTEqualizationLoss":
+        return cls(stats.require("class_counts", "loss eql_videolt"), options)
+
     def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
         bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
         # torch.rand (global generator) keeps runs reproducible under the loop's seed.
@@ -238,66 +267,43 @@ class VideoLTEqualizationLoss(MultiLabelLoss):
         return bce * (1.0 - drop * self.tail * (1.0 - targets))
 
 
-# -- the factory -----------------------------------------------------------------------------------------------------
+# -- the registry ----------------------------------------------------------------------------------------------------
+# Each loss registers itself with its options; its factory gets those options and the split's statistics.
 
-LOSS_OPTIONS: dict[str, type] = {
-    "bce": BCEOptions,
-    "focal": FocalOptions,
-    "cb": ClassBalancedOptions,
-    "ldam_drw": LDAMOptions,
-    "eql": EQLOptions,
-    "eql_videolt": EQLVideoLTOptions,
-}
+LOSSES: Registry[MultiLabelLoss] = Registry("loss")
+LOSSES.register("bce", BCEOptions)(BCELoss)
+LOSSES.register("focal", FocalOptions)(FocalLoss)
+LOSSES.register("ldam_drw", LDAMOptions)(LDAMDRWLoss)
+LOSSES.register("eql", EQLOptions)(EqualizationLoss)
+LOSSES.register("eql_videolt", EQLVideoLTOptions)(VideoLTEqualizationLoss)
+
+
+@LOSSES.register("cb", ClassBalancedOptions)
+def class_balanced_loss(options: ClassBalancedOptions, stats: SplitStats) -> MultiLabelLoss:
+    """Cui et al. 2019: the base loss (BCE or focal) weighted per class by the effective number of its videos."""
+    weight = _float_tensor(class_balanced_weights(stats.require("class_counts", "loss cb"), options.beta))
+    if options.base == "focal":
+        return FocalLoss(options.gamma, 1.0, class_weight=weight)
+    return BCELoss(class_weight=weight)
 
 
 def list_losses() -> list[str]:
-    return sorted(LOSS_OPTIONS)
+    return LOSSES.names()
 
 
 def loss_options_class(name: str, where: str = "create_criterion") -> type:
-    if name not in LOSS_OPTIONS:
-        raise MeidBenchError(f"{where}: unknown loss {name!r}; known losses: {', '.join(list_losses())}")
-    return LOSS_OPTIONS[name]
+    return LOSSES.options_class(name, where)
 
 
 class NamedOptions(Protocol):
-    """What :func:`create_criterion` reads from a recipe's LossConfig."""
+    """What :func:`create_criterion` reads from a recipe's loss section."""
 
     name: str
     options: Any
 
 
-def create_criterion(loss_config: NamedOptions, class_counts: np.ndarray,
-                     num_videos: int | None = None) -> MultiLabelLoss:
-    """Build the loss named ``loss_config.name`` with ``loss_config.options`` (its options dataclass or a mapping).
-
-    class_counts: int [C], training videos per class (``split.classes["train_count"]``), for cb, ldam_drw and the
-    EQLs. num_videos: the number of training videos (``len(split.train)``), for eql's class frequencies.
-    """
-    name = loss_config.name
-    options_class = loss_options_class(name)
-    options = loss_config.options
-    if isinstance(options, Mapping):
-        options = parse_options(options_class, options, f"create_criterion({name!r})")
-    elif not isinstance(options, options_class):
-        raise TypeError(f"loss {name!r} expects {options_class.__name__}, got {type(options).__name__}")
-    counts = np.asarray(class_counts)
-    if counts.ndim != 1 or len(counts) == 0:
-        raise ValueError(f"class_counts must be a non-empty 1-d array, got shape {counts.shape}")
-    if name == "bce":
-        return BCELoss()
-    if name == "focal":
-        return FocalLoss(options.gamma, options.alpha)
-    if name == "cb":
-        weight = _float_tensor(class_balanced_weights(counts, options.beta))
-        if options.base == "focal":
-            return FocalLoss(options.gamma, 1.0, class_weight=weight)
-        return BCELoss(class_weight=weight)
-    if name == "ldam_drw":
-        return LDAMDRWLoss(counts, options)
-    if name == "eql_videolt":
-        return VideoLTEqualizationLoss(counts, options)
-    if num_videos is None or num_videos < 1:
-        raise ValueError("eql needs num_videos, the number of training videos, to turn class counts into frequencies")
-    return EqualizationLoss(counts, int(num_videos), options)
-
+def create_criterion(loss_config: NamedOptions, stats: SplitStats) -> MultiLabelLoss:
+    """Build the loss named ``loss_config.name`` with ``loss_config.options`` (its options dataclass or a mapping)
+    for a split with statistics ``stats`` (``SplitStats.from_split(split)``; cb, ldam_drw and the EQLs read its
+    class counts, eql its number of videos)."""
+    return LOSSES.create(loss_config.name, loss_config.options, stats, where=f"create_criterion({loss_config.name!r})")

@@ -69,7 +69,7 @@ class FeatureStoreWriter:
                  split_checksum: str = "", benchmark: str = "", fps: float | None = None, generator: str = "",
                  simulated: bool = False, num_classes: int | None = None, params: dict[str, Any] | None = None,
                  force: bool = False) -> None:
-        from meid_bench import __version__
+        from meid_bench._version import __version__
 
         self.path = Path(path)
         check_output_file(self.path, force)
