@@ -35,8 +35,68 @@ TARGETS = torch.tensor([[1.0, 0.0]])
 COUNTS = np.array([1, 10])
 
 
-def test_the_six_losses_are_registered():
-    assert list_losses() == ["bce", "cb", "eql", "eql_videolt", "focal", "ldam_drw"]
+def test_the_losses_are_registered():
+    assert list_losses() == ["asymmetric", "bce", "cb", "distribution_balanced", "eql", "eql_videolt", "focal",
+                             "ldam_drw", "logit_adjusted"]
+
+
+def test_logit_adjusted_by_hand():
+    # counts 1 and 10 of 20 videos: priors 0.05 and 0.5, log-odds log(0.05 / 0.95) and 0.
+    stats = SplitStats.from_counts(COUNTS, num_videos=20)
+    criterion = create_criterion(Config("logit_adjusted", {"tau": 1.0}), stats)
+    offset = math.log(0.05 / 0.95)
+    expected = (bce(0.0 + offset, 1.0) + bce(2.0, 0.0)) / 2
+    assert criterion(LOGITS, TARGETS).item() == pytest.approx(expected, rel=1e-6)
+    plain = create_criterion(Config("logit_adjusted", {"tau": 0.0}), stats)(LOGITS, TARGETS).item()
+    assert plain == pytest.approx(create_criterion(Config("bce"), stats)(LOGITS, TARGETS).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="num_videos"):
+        create_criterion(Config("logit_adjusted"), SplitStats.from_counts(COUNTS))
+
+
+def _db_by_hand(logits, targets, counts, num_videos, alpha=0.1, beta=10.0, gamma_map=0.3, lam=5.0, kappa=0.05,
+                gamma=2.0, balance=2.0):
+    """The reference's steps written out with numpy, one element at a time."""
+    logits, targets = np.asarray(logits, np.float64), np.asarray(targets, np.float64)
+    counts = np.asarray(counts, np.float64)
+    out = np.zeros_like(logits)
+    for i in range(logits.shape[0]):
+        repeat = sum(targets[i, k] / counts[k] for k in range(len(counts)))
+        for c in range(len(counts)):
+            r = (1 / counts[c]) / repeat if repeat > 0 else math.inf
+            w = 1 / (1 + math.exp(-beta * (r - gamma_map))) + alpha if r != math.inf else 1 + alpha
+            z = logits[i, c] - math.log(num_videos / counts[c] - 1) * kappa / lam
+            y = targets[i, c]
+            if y == 0:
+                z, w = z * lam, w / lam
+            loss = bce(z, y)
+            out[i, c] = balance * (1 - math.exp(-loss)) ** gamma * w * loss
+    return out.mean()
+
+
+def test_distribution_balanced_by_hand():
+    counts, videos = np.array([2, 5, 12]), 20
+    logits = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.2, -0.3], [0.0, 0.0, 0.0]])
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])  # the last video has no label
+    criterion = create_criterion(Config("distribution_balanced"), SplitStats.from_counts(counts, num_videos=videos))
+    value = criterion(logits, targets).item()
+    assert math.isfinite(value)
+    assert value == pytest.approx(_db_by_hand(logits.numpy(), targets.numpy(), counts, videos), rel=1e-5)
+
+
+def test_asymmetric_by_hand_and_its_margin():
+    criterion = create_criterion(Config("asymmetric"), SplitStats.from_counts(COUNTS))
+    p_pos, p_neg = 0.5, 1 / (1 + math.exp(-2.0))
+    shifted = p_neg - 0.05  # the negative's probability after the margin
+    expected = (-math.log(p_pos) - shifted ** 4 * math.log(1 - shifted)) / 2
+    assert criterion(LOGITS, TARGETS).item() == pytest.approx(expected, rel=1e-5)
+    # A negative already below the margin costs nothing and gets no gradient.
+    logits = torch.tensor([[-5.0]], requires_grad=True)
+    loss = create_criterion(Config("asymmetric"), SplitStats.from_counts([3]))(logits, torch.tensor([[0.0]]))
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad.item() == 0.0
+    # Without focusing or margin it is BCE.
+    plain = create_criterion(Config("asymmetric", {"gamma_neg": 0.0, "clip": 0.0}), SplitStats.from_counts(COUNTS))
+    assert plain(LOGITS, TARGETS).item() == pytest.approx((bce(0.0, 1.0) + bce(2.0, 0.0)) / 2, rel=1e-5)
 
 
 def test_bce_by_hand_with_and_without_mask():

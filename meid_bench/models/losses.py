@@ -49,6 +49,11 @@ class MultiLabelLoss(nn.Module):
         return loss.mean()
 
 
+# Every loss registers here with its options dataclass; its factory (the class's ``from_options``) receives those
+# options and the split's statistics.
+LOSSES: Registry[MultiLabelLoss] = Registry("loss")
+
+
 def class_balanced_weights(class_counts: np.ndarray, beta: float) -> np.ndarray:
     """Cui et al. 2019: w_c = (1 - beta) / (1 - beta^n_c), normalised to sum to C. Counts below 1 count as 1."""
     counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 1.0)
@@ -158,6 +163,7 @@ class EQLVideoLTOptions:
 # -- the losses ------------------------------------------------------------------------------------------------------
 
 
+@LOSSES.register("bce", BCEOptions)
 class BCELoss(MultiLabelLoss):
     @classmethod
     def from_options(cls, options: BCEOptions, stats: SplitStats) -> "BCELoss":
@@ -167,6 +173,7 @@ class BCELoss(MultiLabelLoss):
         return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
 
 
+@LOSSES.register("focal", FocalOptions)
 class FocalLoss(MultiLabelLoss):
     """alpha * (1 - p_t)^gamma * BCE with p_t = exp(-BCE) (the reference form; it also covers soft targets)."""
 
@@ -186,6 +193,7 @@ class FocalLoss(MultiLabelLoss):
         return self.alpha * (1.0 - torch.exp(-bce)).pow(self.gamma) * bce
 
 
+@LOSSES.register("ldam_drw", LDAMOptions)
 class LDAMDRWLoss(MultiLabelLoss):
     """LDAM for sigmoid outputs: BCE(scale * (z - y * m_c), y), m_c = max_margin * n_c^(-1/4) / max_c n_c^(-1/4);
     per-class weights 1 before ``drw_epoch`` and class-balanced (``drw_beta``) from it on (deferred re-weighting).
@@ -224,6 +232,7 @@ class LDAMDRWLoss(MultiLabelLoss):
         return F.binary_cross_entropy_with_logits(self.scale * shifted, targets, reduction="none")
 
 
+@LOSSES.register("eql", EQLOptions)
 class EqualizationLoss(MultiLabelLoss):
     """EQL (Tan et al., CVPR 2020, eq. 4-6, sigmoid form): BCE weighted by w_c = 1 - E T_lambda(f_c) (1 - y_c), with
     f_c the share of training videos labelled c and T_lambda(f) = [f < lambda]; E = 1, as every video is a
@@ -245,6 +254,7 @@ class EqualizationLoss(MultiLabelLoss):
         return bce * (1.0 - self.rare * (1.0 - targets))
 
 
+@LOSSES.register("eql_videolt", EQLVideoLTOptions)
 class VideoLTEqualizationLoss(MultiLabelLoss):
     """EQL as the VideoLT reference applies it: BCE weighted by 1 - beta * tail_c * (1 - y), beta a Bernoulli(drop_prob)
     draw per element, tail_c = 1 for classes with at most ``tail_threshold`` training videos. With drop_prob 1.76e-3
@@ -267,15 +277,163 @@ class VideoLTEqualizationLoss(MultiLabelLoss):
         return bce * (1.0 - drop * self.tail * (1.0 - targets))
 
 
-# -- the registry ----------------------------------------------------------------------------------------------------
-# Each loss registers itself with its options; its factory gets those options and the split's statistics.
+# -- the multi-label long-tail baselines --------------------------------------------------------------------------
 
-LOSSES: Registry[MultiLabelLoss] = Registry("loss")
-LOSSES.register("bce", BCEOptions)(BCELoss)
-LOSSES.register("focal", FocalOptions)(FocalLoss)
-LOSSES.register("ldam_drw", LDAMOptions)(LDAMDRWLoss)
-LOSSES.register("eql", EQLOptions)(EqualizationLoss)
-LOSSES.register("eql_videolt", EQLVideoLTOptions)(VideoLTEqualizationLoss)
+
+def _prior_log_odds(stats: SplitStats, who: str) -> np.ndarray:
+    """log(p_c / (1 - p_c)) of each class's training frequency p_c = n_c / N, p clipped into (0, 1)."""
+    counts = np.asarray(stats.require("class_counts", who), dtype=np.float64)
+    videos = float(stats.require("num_videos", who))
+    prior = np.clip(counts / videos, 0.5 / videos, 1.0 - 0.5 / videos)
+    return np.log(prior) - np.log1p(-prior)
+
+
+@dataclass(frozen=True)
+class LogitAdjustedOptions:
+    """tau: the scale of the prior's log-odds added to the logits during training (Menon et al. 2021: 1)."""
+
+    tau: float = 1.0
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [("tau", f"must be >= 0, got {self.tau}")] if self.tau < 0 else []
+
+
+@LOSSES.register("logit_adjusted", LogitAdjustedOptions)
+class LogitAdjustedBCELoss(MultiLabelLoss):
+    """Logit adjustment (Menon et al., ICLR 2021) in a sigmoid form: BCE on z_c + tau log(p_c / (1 - p_c)), p_c the
+    class's training frequency; predictions use z unadjusted.
+
+    Why this form: Menon et al. add tau log(pi_y) to the softmax logits so that the trained logits estimate the
+    class-balanced posterior instead of one tilted by the prior. A sigmoid output is one binary problem per class,
+    whose prior is p_c against 1 - p_c; its log-prior ratio log(p_c / (1 - p_c)) is exactly the softmax offset's
+    two-class case (log pi_1 - log pi_0). Training on z + tau log-odds makes z estimate the log-odds of class c
+    under balanced classes (tau = 1), so a rare class is no longer pushed down by its rarity."""
+
+    def __init__(self, offset: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("offset", _float_tensor(offset))
+
+    @classmethod
+    def from_options(cls, options: LogitAdjustedOptions, stats: SplitStats) -> "LogitAdjustedBCELoss":
+        return cls(options.tau * _prior_log_odds(stats, "loss logit_adjusted"))
+
+    def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits + self.offset, targets, reduction="none")
+
+
+@dataclass(frozen=True)
+class DistributionBalancedOptions:
+    """The distribution-balanced loss (Wu et al., ECCV 2020), defaults of the authors' VOC-MLT configuration.
+    map_alpha, map_beta, map_gamma: the smoothing r_hat = map_alpha + sigmoid(map_beta (r - map_gamma)) of the
+    re-balancing weight r; neg_scale (lambda) and init_bias (kappa): the negative-tolerant regularisation; focal
+    gamma and balance_param: the focal term the authors pair it with."""
+
+    map_alpha: float = 0.1
+    map_beta: float = 10.0
+    map_gamma: float = 0.3
+    neg_scale: float = 5.0
+    init_bias: float = 0.05
+    gamma: float = 2.0
+    balance_param: float = 2.0
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = [(name, f"must be > 0, got {getattr(self, name)}") for name in ("neg_scale", "balance_param")
+                 if getattr(self, name) <= 0]
+        found += [(name, f"must be >= 0, got {getattr(self, name)}")
+                  for name in ("map_alpha", "map_beta", "init_bias", "gamma") if getattr(self, name) < 0]
+        return found
+
+
+@LOSSES.register("distribution_balanced", DistributionBalancedOptions)
+class DistributionBalancedLoss(MultiLabelLoss):
+    """Wu et al. (ECCV 2020), as their reference code computes it, per element (i, c):
+
+    - re-balanced weighting: r_ic = (1 / n_c) / sum over the video's labels k of (1 / n_k) (the chance of c under
+      class-aware sampling against the video's own chance), smoothed to map_alpha + sigmoid(map_beta (r - map_gamma))
+      and applied to positives and negatives alike (a video without labels gets map_alpha + 1);
+    - negative-tolerant regularisation: logits shifted by the class prior, b_c = -init_bias / neg_scale *
+      log(N / n_c - 1), and a negative's logit scaled by neg_scale with its weight divided by it;
+    - the focal term: balance_param (1 - p_t)^gamma times the weighted BCE, p_t from the unweighted BCE.
+    """
+
+    def __init__(self, class_counts: np.ndarray, num_videos: int, options: DistributionBalancedOptions) -> None:
+        super().__init__()
+        counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 1.0)
+        ratio = np.maximum(float(num_videos) / counts - 1.0, 1e-6)  # a class in every video: no shift, not -inf
+        self.register_buffer("freq_inv", _float_tensor(1.0 / counts))
+        self.register_buffer("bias", _float_tensor(-np.log(ratio) * options.init_bias / options.neg_scale))
+        self.options = options
+
+    @classmethod
+    def from_options(cls, options: DistributionBalancedOptions, stats: SplitStats) -> "DistributionBalancedLoss":
+        who = "loss distribution_balanced (class priors n_c / N)"
+        return cls(stats.require("class_counts", who), stats.require("num_videos", who), options)
+
+    def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
+        o = self.options
+        repeat_rate = (targets * self.freq_inv).sum(dim=1, keepdim=True)
+        ratio = self.freq_inv / repeat_rate.clamp(min=torch.finfo(repeat_rate.dtype).tiny)
+        weight = torch.sigmoid(o.map_beta * (ratio - o.map_gamma)) + o.map_alpha
+        shifted = logits + self.bias
+        scaled = shifted * (1 - targets) * o.neg_scale + shifted * targets
+        weight = weight / o.neg_scale * (1 - targets) + weight * targets
+        bce = F.binary_cross_entropy_with_logits(scaled, targets, reduction="none")
+        if o.gamma == 0.0:
+            return o.balance_param * weight * bce
+        return o.balance_param * (1.0 - torch.exp(-bce)).pow(o.gamma) * weight * bce
+
+
+@dataclass(frozen=True)
+class AsymmetricOptions:
+    """The asymmetric loss (Ridnik et al., ICCV 2021), defaults of the authors' training script: gamma_pos 0,
+    gamma_neg 4, clip 0.05 (probability margin of negatives); eps guards the logarithms."""
+
+    gamma_pos: float = 0.0
+    gamma_neg: float = 4.0
+    clip: float = 0.05
+    eps: float = 1e-8
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = [(n, f"must be >= 0, got {getattr(self, n)}") for n in ("gamma_pos", "gamma_neg")
+                 if getattr(self, n) < 0]
+        if not 0.0 <= self.clip < 1.0:
+            found.append(("clip", f"must be in [0, 1), got {self.clip}"))
+        if not 0.0 < self.eps < 1e-2:
+            found.append(("eps", f"must be in (0, 0.01), got {self.eps}"))
+        return found
+
+
+@LOSSES.register("asymmetric", AsymmetricOptions)
+class AsymmetricLoss(MultiLabelLoss):
+    """ASL: -[y (1 - p)^gamma_pos log p + (1 - y) p_m^gamma_neg log(1 - p_m)], p = sigmoid(z), p_m = max(p - clip, 0)
+    (the shifted probability of a negative). As in the authors' training script the focusing weights carry no
+    gradient. Reduced by the mean like every loss here (the reference sums; Adam does not see the constant)."""
+
+    def __init__(self, options: AsymmetricOptions) -> None:
+        super().__init__()
+        self.options = options
+
+    @classmethod
+    def from_options(cls, options: AsymmetricOptions, stats: SplitStats) -> "AsymmetricLoss":
+        return cls(options)
+
+    def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
+        o = self.options
+        positive = torch.sigmoid(logits)
+        negative = 1.0 - positive
+        if o.clip > 0:
+            negative = (negative + o.clip).clamp(max=1.0)
+        loss = targets * torch.log(positive.clamp(min=o.eps)) + (1 - targets) * torch.log(negative.clamp(min=o.eps))
+        if o.gamma_pos > 0 or o.gamma_neg > 0:
+            with torch.no_grad():
+                p_t = positive * targets + negative * (1 - targets)
+                focus = (1.0 - p_t).pow(o.gamma_pos * targets + o.gamma_neg * (1 - targets))
+            loss = loss * focus
+        return -loss
+
+
+# -- the registry's helpers -------------------------------------------------------------------------------------------
+
 
 
 @LOSSES.register("cb", ClassBalancedOptions)
