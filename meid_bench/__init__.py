@@ -5,7 +5,7 @@
     run = meid_bench.load_run("runs/charadeslt-meid-seed0")  # recipe, metrics and the trained model (needs torch)
 """
 
-__version__ = "0.3.0"
+from meid_bench._version import __version__
 
 import logging as _logging
 

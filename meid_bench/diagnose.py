@@ -33,7 +33,7 @@ from meid_bench.build.split_io import Split
 from meid_bench.errors import MeidBenchError
 from meid_bench.evaluator import Evaluator, read_predictions
 from meid_bench.metrics import average_precision
-from meid_bench.report.runs import Run, load_run_split, read_run
+from meid_bench.runs import Run, load_run_split, read_run
 
 ACTIVITY_BINS = ("0", "1", "2", "3+")
 

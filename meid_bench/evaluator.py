@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from meid_bench import __version__
+from meid_bench._version import __version__
 from meid_bench.build.split_io import GROUPS, Split, load_split
 from meid_bench.errors import MeidBenchError
 from meid_bench.fileio import write_text_atomic

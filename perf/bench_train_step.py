@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from meid_bench.models import compute_training_step
+from meid_bench.registry import SplitStats
 from meid_bench.train.config import load_recipe
 
 RECIPES = ("late_avg", "attention", "attention_cm", "meid")
@@ -60,7 +61,7 @@ def main() -> None:
     for name in RECIPES:
         recipe = load_recipe(name).for_benchmark("charadeslt").resolved()
         model = recipe.model.create(args.dim, args.classes, class_groups=groups).to(device)
-        criterion = recipe.loss.create(counts, num_videos=4734).to(device)
+        criterion = recipe.loss.create(SplitStats.from_counts(counts, num_videos=4734, class_groups=groups)).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
         setups[name] = (model, criterion, optimizer)
     batches = {"instance": make_batch(args.batch, args.frames, args.dim, args.classes, generator, device),

@@ -15,6 +15,7 @@ from meid_bench.models.distill import (
     weighted_moments,
 )
 from meid_bench.models import compute_training_step, create_criterion
+from meid_bench.registry import SplitStats
 from test_models import COUNTS, B, C, D, T, _Loss, distill_out, make_meid, routed_streams
 
 TAIL = torch.tensor([False, False, False, True, True])
@@ -138,7 +139,7 @@ def test_the_distance_does_not_collapse_to_zero_during_training(form):
 
     model = make_meid(distill_form=form, distill_weight=0.1).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    criterion = create_criterion(_Loss(), COUNTS)
+    criterion = create_criterion(_Loss(), SplitStats.from_counts(COUNTS))
     values = []
     for _ in range(60):
         step = compute_training_step(model, {"instance": batch(), "balanced": batch()}, criterion)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from meid_bench.errors import MeidBenchError
+from meid_bench.registry import SplitStats
 from meid_bench.models.batch_mix import FrameStack, Mixup, create_batch_mix
 from meid_bench.models.losses import class_balanced_weights, create_criterion, list_losses
 
@@ -34,12 +35,72 @@ TARGETS = torch.tensor([[1.0, 0.0]])
 COUNTS = np.array([1, 10])
 
 
-def test_the_six_losses_are_registered():
-    assert list_losses() == ["bce", "cb", "eql", "eql_videolt", "focal", "ldam_drw"]
+def test_the_losses_are_registered():
+    assert list_losses() == ["asymmetric", "bce", "cb", "distribution_balanced", "eql", "eql_videolt", "focal",
+                             "ldam_drw", "logit_adjusted"]
+
+
+def test_logit_adjusted_by_hand():
+    # counts 1 and 10 of 20 videos: priors 0.05 and 0.5, log-odds log(0.05 / 0.95) and 0.
+    stats = SplitStats.from_counts(COUNTS, num_videos=20)
+    criterion = create_criterion(Config("logit_adjusted", {"tau": 1.0}), stats)
+    offset = math.log(0.05 / 0.95)
+    expected = (bce(0.0 + offset, 1.0) + bce(2.0, 0.0)) / 2
+    assert criterion(LOGITS, TARGETS).item() == pytest.approx(expected, rel=1e-6)
+    plain = create_criterion(Config("logit_adjusted", {"tau": 0.0}), stats)(LOGITS, TARGETS).item()
+    assert plain == pytest.approx(create_criterion(Config("bce"), stats)(LOGITS, TARGETS).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="num_videos"):
+        create_criterion(Config("logit_adjusted"), SplitStats.from_counts(COUNTS))
+
+
+def _db_by_hand(logits, targets, counts, num_videos, alpha=0.1, beta=10.0, gamma_map=0.3, lam=5.0, kappa=0.05,
+                gamma=2.0, balance=2.0):
+    """The reference's steps written out with numpy, one element at a time."""
+    logits, targets = np.asarray(logits, np.float64), np.asarray(targets, np.float64)
+    counts = np.asarray(counts, np.float64)
+    out = np.zeros_like(logits)
+    for i in range(logits.shape[0]):
+        repeat = sum(targets[i, k] / counts[k] for k in range(len(counts)))
+        for c in range(len(counts)):
+            r = (1 / counts[c]) / repeat if repeat > 0 else math.inf
+            w = 1 / (1 + math.exp(-beta * (r - gamma_map))) + alpha if r != math.inf else 1 + alpha
+            z = logits[i, c] - math.log(num_videos / counts[c] - 1) * kappa / lam
+            y = targets[i, c]
+            if y == 0:
+                z, w = z * lam, w / lam
+            loss = bce(z, y)
+            out[i, c] = balance * (1 - math.exp(-loss)) ** gamma * w * loss
+    return out.mean()
+
+
+def test_distribution_balanced_by_hand():
+    counts, videos = np.array([2, 5, 12]), 20
+    logits = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.2, -0.3], [0.0, 0.0, 0.0]])
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])  # the last video has no label
+    criterion = create_criterion(Config("distribution_balanced"), SplitStats.from_counts(counts, num_videos=videos))
+    value = criterion(logits, targets).item()
+    assert math.isfinite(value)
+    assert value == pytest.approx(_db_by_hand(logits.numpy(), targets.numpy(), counts, videos), rel=1e-5)
+
+
+def test_asymmetric_by_hand_and_its_margin():
+    criterion = create_criterion(Config("asymmetric"), SplitStats.from_counts(COUNTS))
+    p_pos, p_neg = 0.5, 1 / (1 + math.exp(-2.0))
+    shifted = p_neg - 0.05  # the negative's probability after the margin
+    expected = (-math.log(p_pos) - shifted ** 4 * math.log(1 - shifted)) / 2
+    assert criterion(LOGITS, TARGETS).item() == pytest.approx(expected, rel=1e-5)
+    # A negative already below the margin costs nothing and gets no gradient.
+    logits = torch.tensor([[-5.0]], requires_grad=True)
+    loss = create_criterion(Config("asymmetric"), SplitStats.from_counts([3]))(logits, torch.tensor([[0.0]]))
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad.item() == 0.0
+    # Without focusing or margin it is BCE.
+    plain = create_criterion(Config("asymmetric", {"gamma_neg": 0.0, "clip": 0.0}), SplitStats.from_counts(COUNTS))
+    assert plain(LOGITS, TARGETS).item() == pytest.approx((bce(0.0, 1.0) + bce(2.0, 0.0)) / 2, rel=1e-5)
 
 
 def test_bce_by_hand_with_and_without_mask():
-    criterion = create_criterion(Config("bce"), COUNTS)
+    criterion = create_criterion(Config("bce"), SplitStats.from_counts(COUNTS))
     expected = (bce(0.0, 1.0) + bce(2.0, 0.0)) / 2
     assert criterion(LOGITS, TARGETS).item() == pytest.approx(expected, rel=1e-6)
     # A masked element contributes 0 but still counts in the mean (the reference's BCE weight semantics).
@@ -48,22 +109,22 @@ def test_bce_by_hand_with_and_without_mask():
 
 
 def test_bce_accepts_half_precision_logits_and_soft_targets():
-    criterion = create_criterion(Config("bce"), COUNTS)
+    criterion = create_criterion(Config("bce"), SplitStats.from_counts(COUNTS))
     value = criterion(LOGITS.half(), torch.tensor([[0.25, 0.75]]))
     assert value.dtype == torch.float32
     assert value.item() == pytest.approx((bce(0.0, 0.25) + bce(2.0, 0.75)) / 2, rel=1e-3)
 
 
 def test_focal_by_hand():
-    criterion = create_criterion(Config("focal", {"gamma": 2.0, "alpha": 0.5}), COUNTS)
+    criterion = create_criterion(Config("focal", {"gamma": 2.0, "alpha": 0.5}), SplitStats.from_counts(COUNTS))
     terms = []
     for logit, target in ((0.0, 1.0), (2.0, 0.0)):
         loss = bce(logit, target)
         terms.append(0.5 * (1 - math.exp(-loss)) ** 2 * loss)
     assert criterion(LOGITS, TARGETS).item() == pytest.approx(sum(terms) / 2, rel=1e-5)
     # gamma 0 and alpha 1 is plain BCE.
-    plain = create_criterion(Config("focal", {"gamma": 0.0}), COUNTS)
-    reference = create_criterion(Config("bce"), COUNTS)(LOGITS, TARGETS).item()
+    plain = create_criterion(Config("focal", {"gamma": 0.0}), SplitStats.from_counts(COUNTS))
+    reference = create_criterion(Config("bce"), SplitStats.from_counts(COUNTS))(LOGITS, TARGETS).item()
     assert plain(LOGITS, TARGETS).item() == pytest.approx(reference)
 
 
@@ -72,10 +133,10 @@ def test_class_balanced_weights_and_loss_by_hand():
     raw = np.array([1.0, 0.1 / (1 - 0.9**10)])
     expected_weights = raw / raw.sum() * 2
     np.testing.assert_allclose(class_balanced_weights(COUNTS, 0.9), expected_weights)
-    criterion = create_criterion(Config("cb", {"beta": 0.9}), COUNTS)
+    criterion = create_criterion(Config("cb", {"beta": 0.9}), SplitStats.from_counts(COUNTS))
     expected = (expected_weights[0] * bce(0.0, 1.0) + expected_weights[1] * bce(2.0, 0.0)) / 2
     assert criterion(LOGITS, TARGETS).item() == pytest.approx(expected, rel=1e-5)
-    focal_base = create_criterion(Config("cb", {"beta": 0.9, "base": "focal", "gamma": 1.0}), COUNTS)
+    focal_base = create_criterion(Config("cb", {"beta": 0.9, "base": "focal", "gamma": 1.0}), SplitStats.from_counts(COUNTS))
     terms = [w * (1 - math.exp(-bce(z, y))) * bce(z, y) for w, z, y in zip(expected_weights, (0.0, 2.0), (1.0, 0.0))]
     assert focal_base(LOGITS, TARGETS).item() == pytest.approx(sum(terms) / 2, rel=1e-5)
 
@@ -89,7 +150,7 @@ def test_class_balanced_weights_survive_zero_counts():
 def test_ldam_margins_scale_and_deferred_reweighting_by_hand():
     counts = np.array([1, 16])  # n^-1/4 = (1, 0.5) -> margins (0.5, 0.25) with max margin 0.5
     options = {"max_margin": 0.5, "scale": 30.0, "drw_epoch": 3, "drw_beta": 0.9}
-    criterion = create_criterion(Config("ldam_drw", options), counts)
+    criterion = create_criterion(Config("ldam_drw", options), SplitStats.from_counts(counts))
     torch.testing.assert_close(criterion.margins, torch.tensor([0.5, 0.25]))
     logits = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
     targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
@@ -107,12 +168,12 @@ def test_ldam_margins_scale_and_deferred_reweighting_by_hand():
 
 
 def test_ldam_reference_defaults_and_the_deferred_epoch_is_required():
-    criterion = create_criterion(Config("ldam_drw", {"drw_epoch": 50}), np.array([10, 1000]))
+    criterion = create_criterion(Config("ldam_drw", {"drw_epoch": 50}), SplitStats.from_counts(np.array([10, 1000])))
     assert criterion.scale == 30.0 and criterion.drw_epoch == 50
     assert criterion.margins.max().item() == pytest.approx(0.5)
     # null means "the first lr decay": a recipe resolves it against its schedule before a loss is built.
     with pytest.raises(ValueError, match="drw_epoch is null"):
-        create_criterion(Config("ldam_drw"), np.array([10, 1000]))
+        create_criterion(Config("ldam_drw"), SplitStats.from_counts(np.array([10, 1000])))
 
 
 def test_eql_switches_off_the_negative_loss_of_classes_rarer_than_lambda():
@@ -121,36 +182,36 @@ def test_eql_switches_off_the_negative_loss_of_classes_rarer_than_lambda():
     counts = np.array([200, 5])
     logits = torch.tensor([[0.5, -1.0], [2.0, 1.5]])
     targets = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
-    criterion = create_criterion(Config("eql", {"frequency_threshold": 1e-2}), counts, num_videos=1000)
+    criterion = create_criterion(Config("eql", {"frequency_threshold": 1e-2}), SplitStats.from_counts(counts, num_videos=1000))
     kept = [bce(0.5, 1.0), bce(-1.0, 1.0), bce(2.0, 0.0)]
     assert criterion(logits, targets).item() == pytest.approx(sum(kept) / 4, rel=1e-6)
     assert criterion(logits, targets).item() == criterion(logits, targets).item()  # no random drop
     # At Tan et al.'s lambda 1.76e-3 neither class is rare here: plain BCE.
-    paper = create_criterion(Config("eql"), counts, num_videos=1000)
+    paper = create_criterion(Config("eql"), SplitStats.from_counts(counts, num_videos=1000))
     assert paper(logits, targets).item() == pytest.approx((sum(kept) + bce(1.5, 0.0)) / 4, rel=1e-6)
     # Soft targets (after mixing) keep a share (the target) of the negative loss's suppression.
     soft = criterion(torch.zeros(1, 2), torch.tensor([[0.0, 0.5]])).item()
     assert soft == pytest.approx((bce(0.0, 0.0) + 0.5 * bce(0.0, 0.5)) / 2, rel=1e-6)
     with pytest.raises(ValueError, match="num_videos"):
-        create_criterion(Config("eql"), counts)
+        create_criterion(Config("eql"), SplitStats.from_counts(counts))
 
 
 def test_videolt_eql_drops_only_tail_class_negatives():
     counts = np.array([200, 50])  # class 1 is tail (<= 100)
     logits = torch.tensor([[0.5, -1.0], [2.0, 1.5]])
     targets = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
-    always = create_criterion(Config("eql_videolt", {"tail_threshold": 100, "drop_prob": 1.0}), counts)
+    always = create_criterion(Config("eql_videolt", {"tail_threshold": 100, "drop_prob": 1.0}), SplitStats.from_counts(counts))
     # Element (1, 1) is a tail-class negative: dropped. Everything else is plain BCE.
     kept = [bce(0.5, 1.0), bce(-1.0, 1.0), bce(2.0, 0.0)]
     assert always(logits, targets).item() == pytest.approx(sum(kept) / 4, rel=1e-6)
-    never = create_criterion(Config("eql_videolt", {"drop_prob": 0.0}), counts)
+    never = create_criterion(Config("eql_videolt", {"drop_prob": 0.0}), SplitStats.from_counts(counts))
     assert never(logits, targets).item() == pytest.approx((sum(kept) + bce(1.5, 0.0)) / 4, rel=1e-6)
 
 
 def test_videolt_eql_reference_rate_drops_about_that_share_of_tail_negatives():
     torch.manual_seed(0)
     counts = np.array([50])
-    criterion = create_criterion(Config("eql_videolt", {"drop_prob": 0.25}), counts)
+    criterion = create_criterion(Config("eql_videolt", {"drop_prob": 0.25}), SplitStats.from_counts(counts))
     logits = torch.zeros(20000, 1)
     value = criterion(logits, torch.zeros(20000, 1)).item()
     assert value / math.log(2) == pytest.approx(0.75, abs=0.02)
@@ -158,11 +219,11 @@ def test_videolt_eql_reference_rate_drops_about_that_share_of_tail_negatives():
 
 def test_create_criterion_rejects_unknown_losses_and_options():
     with pytest.raises(MeidBenchError, match="unknown loss 'ldam'"):
-        create_criterion(Config("ldam"), COUNTS)
+        create_criterion(Config("ldam"), SplitStats.from_counts(COUNTS))
     with pytest.raises(MeidBenchError, match="create_criterion\\('focal'\\): gama: unknown key"):
-        create_criterion(Config("focal", {"gama": 2}), COUNTS)
+        create_criterion(Config("focal", {"gama": 2}), SplitStats.from_counts(COUNTS))
     with pytest.raises(MeidBenchError, match="beta: must be in"):
-        create_criterion(Config("cb", {"beta": 1.0}), COUNTS)
+        create_criterion(Config("cb", {"beta": 1.0}), SplitStats.from_counts(COUNTS))
 
 
 # -- batch mixing ----------------------------------------------------------------------------------------------------
@@ -247,7 +308,7 @@ def test_framestack_per_positive_video_ap_reads_only_the_videos_own_labels():
     reference.update_class_ap(np.array([0.9, 0.1, 0.5, 0.3]))
     ref_ap = np.array([0.225, 0.375, 0.0])
     np.testing.assert_allclose(reference.partner_shares(targets, perm), ref_ap / (ref_ap + ref_ap[perm]))
-    assert create_batch_mix(Config("framestack", {"video_ap": "positives"}), 4).video_ap == "positives"
+    assert create_batch_mix(Config("framestack", {"video_ap": "positives"}), SplitStats(4)).video_ap == "positives"
 
 
 def test_framestack_ap_update_keeps_previous_values_where_nan_and_round_trips_its_state():
@@ -263,10 +324,10 @@ def test_framestack_ap_update_keeps_previous_values_where_nan_and_round_trips_it
 
 
 def test_create_batch_mix():
-    assert create_batch_mix(Config("none"), 3) is None
-    assert isinstance(create_batch_mix(Config("mixup", {"alpha": 0.4}), 3), Mixup)
-    assert isinstance(create_batch_mix(Config("framestack"), 3), FrameStack)
+    assert create_batch_mix(Config("none"), SplitStats(3)) is None
+    assert isinstance(create_batch_mix(Config("mixup", {"alpha": 0.4}), SplitStats(3)), Mixup)
+    assert isinstance(create_batch_mix(Config("framestack"), SplitStats(3)), FrameStack)
     with pytest.raises(MeidBenchError, match="unknown batch_mix 'cutmix'"):
-        create_batch_mix(Config("cutmix"), 3)
+        create_batch_mix(Config("cutmix"), SplitStats(3))
     with pytest.raises(MeidBenchError, match="alpha: must be > 0"):
-        create_batch_mix(Config("mixup", {"alpha": 0}), 3)
+        create_batch_mix(Config("mixup", {"alpha": 0}), SplitStats(3))

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from meid_bench.errors import MeidBenchError
+from meid_bench.registry import SplitStats
 from meid_bench.models import (
     MEID,
     ModelOutput,
@@ -45,7 +46,7 @@ class _Loss:
 
 @pytest.fixture
 def criterion():
-    return create_criterion(_Loss(), COUNTS)
+    return create_criterion(_Loss(), SplitStats.from_counts(COUNTS))
 
 
 def make_batch(seed: int, batch: int = B, frames: int = T, mask: bool = False) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ import yaml
 
 from meid_bench.errors import MeidBenchError
 from meid_bench.models import compute_training_losses
+from meid_bench.registry import SplitStats
 from meid_bench.train.config import Recipe, apply_overrides, list_recipes, load_recipe, recipes_dir
 
 D, C, T, B = 8, 5, 6, 4
@@ -52,11 +53,12 @@ def test_every_recipe_builds_and_trains_one_tiny_step(name):
     assert recipe.name == name and recipe.description
     # Tiny width for speed; everything else exactly as shipped.
     tiny_params = dataclasses.replace(recipe.model.params, hidden=16, hidden_ratio=1.0)
-    tiny = dataclasses.replace(recipe.model, params=tiny_params)
+    tiny = dataclasses.replace(recipe.model, options=tiny_params)
     torch.manual_seed(0)
     model = tiny.create(D, C, GROUPS)
-    criterion = recipe.resolved().loss.create(COUNTS, num_videos=int(COUNTS.max()) * 4)
-    mix = recipe.batch_mix.create(C, seed=0)
+    stats = SplitStats.from_counts(COUNTS, num_videos=int(COUNTS.max()) * 4, class_groups=GROUPS)
+    criterion = recipe.resolved().loss.create(stats)
+    mix = recipe.batch_mix.create(stats, seed=0)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.optim.lr)
     batches = {"instance": batch(1), "balanced": batch(2)}
     if mix is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from meid_bench import __version__
+from meid_bench._version import __version__
 from meid_bench.build import readers
 from meid_bench.build.profile import PROFILES, class_targets
 from meid_bench.build.select import fidelity, select_videos

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from meid_bench import __version__
+from meid_bench._version import __version__
 from meid_bench.cli.oserrors import os_error_message, silence_stdout
 from meid_bench.errors import MeidBenchError
 from meid_bench.logs import configure_cli_logging

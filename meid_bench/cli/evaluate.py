@@ -43,7 +43,7 @@ def evaluate(split_dir: Path | None, run_dir: Path | None, predictions_file: Pat
     from meid_bench.build.split_io import load_split
     from meid_bench.evaluator import Evaluator, check_metrics_outputs, metrics_paths, read_predictions, write_metrics
     from meid_bench.outputs import Input, is_kind, run_input, same_path, split_input
-    from meid_bench.report.runs import evaluate_run, load_run_split, read_run, rescore_run
+    from meid_bench.runs import evaluate_run, load_run_split, read_run, rescore_run
     from meid_bench.run_lock import acquire_run_lock, refuse_if_locked
 
     if (run_dir is None) == (predictions_file is None):
@@ -134,7 +134,7 @@ def report(run_dirs: tuple[Path, ...], out_dir: Path, runs_root: Path, reference
       meid-bench report --reference late_avg --out reports/vs-late-avg --force
     """
     from meid_bench.report.assemble import write_report
-    from meid_bench.report.runs import find_runs
+    from meid_bench.runs import find_runs
 
     runs = [path for path in run_dirs if not _is_sweep_log(path)] if run_dirs else find_runs(runs_root)
     if not runs:

@@ -24,7 +24,7 @@ import torch.utils.data
 from meid_bench.errors import MeidBenchError
 from meid_bench.build.features.store import FeatureStore
 from meid_bench.data.frame_sampling import random_frame_indices, uniform_frame_indices
-from meid_bench.data.samplers import SAMPLERS, label_mask
+from meid_bench.data.samplers import SAMPLERS, create_sampler, label_mask
 
 CACHE_MODES = ("none", "ram")
 
@@ -146,8 +146,8 @@ def make_sampler(name: str, dataset: VideoFeatureDataset, seed: int, num_samples
     if name == "sequential":
         return None
     if name not in SAMPLERS:
-        raise MeidBenchError(f"sampler {name!r}: choose one of sequential, {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](dataset.targets, num_samples=num_samples, seed=seed)
+        raise MeidBenchError(f"sampler {name!r}: choose one of sequential, {', '.join(SAMPLERS.names())}")
+    return create_sampler(name, dataset.targets, seed=seed, num_samples=num_samples)
 
 
 def make_loader(dataset: VideoFeatureDataset, sampler_name: str, batch_size: int, workers: int, seed: int,

@@ -8,13 +8,15 @@ without labels are never drawn by the class samplers.
 
 from __future__ import annotations
 
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 import torch.utils.data
 
 from meid_bench.errors import MeidBenchError
+from meid_bench.registry import Registry, SplitStats
 
 
 def _labels_matrix(labels: np.ndarray) -> np.ndarray:
@@ -32,6 +34,12 @@ class _SeededSampler(torch.utils.data.Sampler):
             raise MeidBenchError(f"num_samples {num_samples}: must be >= 0")
         self.seed = int(seed)
         self.epoch = 0
+
+    @classmethod
+    def from_options(cls, options: Any, stats: SplitStats, *, labels: np.ndarray, seed: int = 0,
+                     num_samples: int | None = None) -> "_SeededSampler":
+        """The registry's factory (the options only say how the loss is masked: the loop reads them)."""
+        return cls(labels, num_samples=num_samples, seed=seed)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -125,7 +133,41 @@ class SquareRootSampler(_ClassSampler):
     power = 0.5
 
 
-SAMPLERS = {"instance": InstanceSampler, "cbs": ClassBalancedSampler, "srs": SquareRootSampler}
+@dataclass(frozen=True)
+class InstanceSamplerOptions:
+    """Instance sampling draws no class, so there is no class to mask around: ``label_mask`` must stay false (it
+    is a key here so that every sampler section reads the same)."""
+
+    label_mask: bool = False
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.label_mask:
+            return [("label_mask", "applies to cbs/srs sampling only; set it to false or change the sampler name")]
+        return []
+
+
+@dataclass(frozen=True)
+class ClassSamplerOptions:
+    """label_mask: the reference's mask 1 - (labels - onehot(sampled class)), which trains only the sampled class
+    among the video's positives."""
+
+    label_mask: bool = False
+
+
+# A sampler's factory: options, split statistics, and the training labels [videos, classes] it draws from.
+SAMPLERS: Registry[_SeededSampler] = Registry("sampler")
+SAMPLERS.register("instance", InstanceSamplerOptions)(InstanceSampler)
+SAMPLERS.register("cbs", ClassSamplerOptions)(ClassBalancedSampler)
+SAMPLERS.register("srs", ClassSamplerOptions)(SquareRootSampler)
+
+
+def create_sampler(name: str, labels: np.ndarray, *, seed: int = 0, num_samples: int | None = None,
+                   options: Any = None) -> _SeededSampler:
+    """The sampler ``name`` over the multi-hot training ``labels`` [videos, classes]."""
+    matrix = _labels_matrix(labels)
+    stats = SplitStats(max(matrix.shape[1], 1), num_videos=len(matrix) or None)
+    return SAMPLERS.create(name, {} if options is None else options, stats, labels=matrix, seed=seed,
+                           num_samples=num_samples)
 
 
 def label_mask(labels: np.ndarray, sampled_class: int) -> np.ndarray:

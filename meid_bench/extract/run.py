@@ -107,7 +107,7 @@ def embed(model: torch.nn.Module, decoded: Decoded, pre: Preprocessing, kind: st
 
 def _versions(kind: str, device: torch.device | None = None) -> dict[str, str]:
     """The software the features depend on; on a GPU also the CUDA and cuDNN versions torch runs with."""
-    from meid_bench import __version__
+    from meid_bench._version import __version__
 
     versions = {"meid_bench": __version__, "python": platform.python_version(), "torch": torch.__version__,
                 "numpy": np.__version__}

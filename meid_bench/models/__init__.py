@@ -2,7 +2,7 @@
 
     model = create_model("meid", input_dim=D, num_classes=C, class_groups=split.classes["group"].to_numpy(),
                          hidden=512, cfs_ratio=0.5)
-    criterion = create_criterion(recipe.loss, split.classes["train_count"].to_numpy())
+    criterion = create_criterion(recipe.loss, SplitStats.from_split(split))
     losses = compute_training_losses(model, {"instance": batch, "balanced": balanced_batch}, criterion)
     loss = sum(losses.values())
 

@@ -27,6 +27,8 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from meid_bench.registry import SplitStats
+
 STREAM_INSTANCE = "instance"
 STREAM_BALANCED = "balanced"
 
@@ -102,11 +104,10 @@ class VideoModel(nn.Module):
         self.hidden = config.hidden_for(input_dim)
 
     @classmethod
-    def build(
-        cls, input_dim: int, num_classes: int, config: BaseModelConfig, class_groups: Any = None
-    ) -> "VideoModel":
-        """Construct from the registry's arguments; models that use class groups override this."""
-        return cls(input_dim, num_classes, config)
+    def from_options(cls, config: BaseModelConfig, stats: SplitStats, *, input_dim: int) -> "VideoModel":
+        """The registry's factory: the model for ``input_dim``-dimensional frames and the split's classes. Models
+        that need more of the split (MEID: the class groups) override this."""
+        return cls(input_dim, stats.num_classes, config)
 
     @property
     def batch_streams(self) -> tuple[str, ...]:

@@ -3,7 +3,7 @@
 The loop applies a strategy to each instance batch before the forward pass and, for FrameStack, feeds it the
 per-class AP after each validation::
 
-    strategy = create_batch_mix(recipe.batch_mix, num_classes, seed)   # None for batch_mix: none
+    strategy = create_batch_mix(recipe.batch_mix, stats, seed)          # None for batch_mix: none
     features, targets, mask = strategy(features, targets, mask)
     ...
     strategy.update_class_ap(per_class_ap)                             # after each validation
@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from meid_bench.errors import MeidBenchError
-from meid_bench.models.options import parse_options
+from meid_bench.registry import Registry, SplitStats
 
 
 def to_device_async(values: np.ndarray, device: torch.device) -> Tensor:
@@ -239,28 +238,36 @@ def stack_sources_on_device(beta: Tensor, perm: Tensor, num_frames: int) -> tupl
     return video, frame
 
 
-BATCH_MIX_OPTIONS: dict[str, type] = {"none": NoMixOptions, "mixup": MixupOptions, "framestack": FrameStackOptions}
+
+# -- the registry ----------------------------------------------------------------------------------------------------
+# A strategy's factory gets its options, the split's statistics and the stream's ``seed``; ``none`` builds None.
+
+BATCH_MIXES: Registry[BatchMix | None] = Registry("batch_mix")
+
+
+@BATCH_MIXES.register("none", NoMixOptions)
+def no_batch_mix(options: NoMixOptions, stats: SplitStats, *, seed: int = 0) -> None:
+    return None
+
+
+@BATCH_MIXES.register("mixup", MixupOptions)
+def mixup(options: MixupOptions, stats: SplitStats, *, seed: int = 0) -> Mixup:
+    return Mixup(options.alpha, seed=seed)
+
+
+@BATCH_MIXES.register("framestack", FrameStackOptions)
+def framestack(options: FrameStackOptions, stats: SplitStats, *, seed: int = 0) -> FrameStack:
+    return FrameStack(stats.num_classes, options.mix_fraction, seed=seed, video_ap=options.video_ap)
 
 
 def list_batch_mixes() -> list[str]:
-    return sorted(BATCH_MIX_OPTIONS)
+    return BATCH_MIXES.names()
 
 
 def batch_mix_options_class(name: str, where: str = "create_batch_mix") -> type:
-    if name not in BATCH_MIX_OPTIONS:
-        raise MeidBenchError(f"{where}: unknown batch_mix {name!r}; known: {', '.join(list_batch_mixes())}")
-    return BATCH_MIX_OPTIONS[name]
+    return BATCH_MIXES.options_class(name, where)
 
 
-def create_batch_mix(config: Any, num_classes: int, seed: int = 0) -> BatchMix | None:
+def create_batch_mix(config: Any, stats: SplitStats, seed: int = 0) -> BatchMix | None:
     """The strategy named ``config.name`` with ``config.options`` (dataclass or mapping); None for ``none``."""
-    name = config.name
-    options_class = batch_mix_options_class(name)
-    options = config.options
-    if isinstance(options, Mapping):
-        options = parse_options(options_class, options, f"create_batch_mix({name!r})")
-    if name == "none":
-        return None
-    if name == "mixup":
-        return Mixup(options.alpha, seed=seed)
-    return FrameStack(num_classes, options.mix_fraction, seed=seed, video_ap=options.video_ap)
+    return BATCH_MIXES.create(config.name, config.options, stats, where=f"create_batch_mix({config.name!r})", seed=seed)

@@ -12,8 +12,7 @@ nothing is read from files.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -21,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from meid_bench.errors import MeidBenchError
-from meid_bench.models.options import parse_options
+from meid_bench.registry import Registry, SplitStats
 
 
 class MultiLabelLoss(nn.Module):
@@ -49,6 +47,11 @@ class MultiLabelLoss(nn.Module):
         if mask is not None:
             loss = loss * mask.to(loss.dtype)
         return loss.mean()
+
+
+# Every loss registers here with its options dataclass; its factory (the class's ``from_options``) receives those
+# options and the split's statistics.
+LOSSES: Registry[MultiLabelLoss] = Registry("loss")
 
 
 def class_balanced_weights(class_counts: np.ndarray, beta: float) -> np.ndarray:
@@ -108,6 +111,16 @@ class LDAMOptions:
     drw_epoch: int | None = None
     drw_beta: float = 0.9999
 
+    def resolved_for(self, recipe: Any) -> "LDAMOptions":
+        """``drw_epoch: null`` made the first lr decay of the recipe's schedule (called by ``Recipe.resolved``)."""
+        if self.drw_epoch is not None:
+            return self
+        milestones = tuple(recipe.optim.milestones)
+        if not milestones:
+            raise ValueError("drw_epoch: null means the first lr decay, but optim.milestones is empty; give "
+                             "drw_epoch an epoch")
+        return replace(self, drw_epoch=milestones[0])
+
     def problems(self) -> list[tuple[str, str]]:
         found = []
         if self.max_margin < 0:
@@ -150,11 +163,17 @@ class EQLVideoLTOptions:
 # -- the losses ------------------------------------------------------------------------------------------------------
 
 
+@LOSSES.register("bce", BCEOptions)
 class BCELoss(MultiLabelLoss):
+    @classmethod
+    def from_options(cls, options: BCEOptions, stats: SplitStats) -> "BCELoss":
+        return cls()
+
     def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
 
 
+@LOSSES.register("focal", FocalOptions)
 class FocalLoss(MultiLabelLoss):
     """alpha * (1 - p_t)^gamma * BCE with p_t = exp(-BCE) (the reference form; it also covers soft targets)."""
 
@@ -163,6 +182,10 @@ class FocalLoss(MultiLabelLoss):
         self.gamma = gamma
         self.alpha = alpha
 
+    @classmethod
+    def from_options(cls, options: FocalOptions, stats: SplitStats) -> "FocalLoss":
+        return cls(options.gamma, options.alpha)
+
     def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
         bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
         if self.gamma == 0.0:
@@ -170,6 +193,7 @@ class FocalLoss(MultiLabelLoss):
         return self.alpha * (1.0 - torch.exp(-bce)).pow(self.gamma) * bce
 
 
+@LOSSES.register("ldam_drw", LDAMOptions)
 class LDAMDRWLoss(MultiLabelLoss):
     """LDAM for sigmoid outputs: BCE(scale * (z - y * m_c), y), m_c = max_margin * n_c^(-1/4) / max_c n_c^(-1/4);
     per-class weights 1 before ``drw_epoch`` and class-balanced (``drw_beta``) from it on (deferred re-weighting).
@@ -192,6 +216,10 @@ class LDAMDRWLoss(MultiLabelLoss):
         self.drw_epoch = options.drw_epoch
         self.epoch = 0
 
+    @classmethod
+    def from_options(cls, options: LDAMOptions, stats: SplitStats) -> "LDAMDRWLoss":
+        return cls(stats.require("class_counts", "loss ldam_drw"), options)
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         if epoch >= self.drw_epoch:
@@ -204,6 +232,7 @@ class LDAMDRWLoss(MultiLabelLoss):
         return F.binary_cross_entropy_with_logits(self.scale * shifted, targets, reduction="none")
 
 
+@LOSSES.register("eql", EQLOptions)
 class EqualizationLoss(MultiLabelLoss):
     """EQL (Tan et al., CVPR 2020, eq. 4-6, sigmoid form): BCE weighted by w_c = 1 - E T_lambda(f_c) (1 - y_c), with
     f_c the share of training videos labelled c and T_lambda(f) = [f < lambda]; E = 1, as every video is a
@@ -215,11 +244,17 @@ class EqualizationLoss(MultiLabelLoss):
         frequency = np.asarray(class_counts, dtype=np.float64) / float(num_videos)
         self.register_buffer("rare", _float_tensor(frequency < options.frequency_threshold))
 
+    @classmethod
+    def from_options(cls, options: EQLOptions, stats: SplitStats) -> "EqualizationLoss":
+        who = "loss eql (class frequencies = class counts / training videos)"
+        return cls(stats.require("class_counts", who), stats.require("num_videos", who), options)
+
     def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
         bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
         return bce * (1.0 - self.rare * (1.0 - targets))
 
 
+@LOSSES.register("eql_videolt", EQLVideoLTOptions)
 class VideoLTEqualizationLoss(MultiLabelLoss):
     """EQL as the VideoLT reference applies it: BCE weighted by 1 - beta * tail_c * (1 - y), beta a Bernoulli(drop_prob)
     draw per element, tail_c = 1 for classes with at most ``tail_threshold`` training videos. With drop_prob 1.76e-3
@@ -231,6 +266,10 @@ class VideoLTEqualizationLoss(MultiLabelLoss):
         self.register_buffer("tail", _float_tensor(counts <= options.tail_threshold))
         self.drop_prob = options.drop_prob
 
+    @classmethod
+    def from_options(cls, options: EQLVideoLTOptions, stats: SplitStats) -> "VideoLTEqualizationLoss":
+        return cls(stats.require("class_counts", "loss eql_videolt"), options)
+
     def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
         bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
         # torch.rand (global generator) keeps runs reproducible under the loop's seed.
@@ -238,66 +277,191 @@ class VideoLTEqualizationLoss(MultiLabelLoss):
         return bce * (1.0 - drop * self.tail * (1.0 - targets))
 
 
-# -- the factory -----------------------------------------------------------------------------------------------------
+# -- the multi-label long-tail baselines --------------------------------------------------------------------------
 
-LOSS_OPTIONS: dict[str, type] = {
-    "bce": BCEOptions,
-    "focal": FocalOptions,
-    "cb": ClassBalancedOptions,
-    "ldam_drw": LDAMOptions,
-    "eql": EQLOptions,
-    "eql_videolt": EQLVideoLTOptions,
-}
+
+def _prior_log_odds(stats: SplitStats, who: str) -> np.ndarray:
+    """log(p_c / (1 - p_c)) of each class's training frequency p_c = n_c / N, p clipped into (0, 1)."""
+    counts = np.asarray(stats.require("class_counts", who), dtype=np.float64)
+    videos = float(stats.require("num_videos", who))
+    prior = np.clip(counts / videos, 0.5 / videos, 1.0 - 0.5 / videos)
+    return np.log(prior) - np.log1p(-prior)
+
+
+@dataclass(frozen=True)
+class LogitAdjustedOptions:
+    """tau: the scale of the prior's log-odds added to the logits during training (Menon et al. 2021: 1)."""
+
+    tau: float = 1.0
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [("tau", f"must be >= 0, got {self.tau}")] if self.tau < 0 else []
+
+
+@LOSSES.register("logit_adjusted", LogitAdjustedOptions)
+class LogitAdjustedBCELoss(MultiLabelLoss):
+    """Logit adjustment (Menon et al., ICLR 2021) in a sigmoid form: BCE on z_c + tau log(p_c / (1 - p_c)), p_c the
+    class's training frequency; predictions use z unadjusted.
+
+    Why this form: Menon et al. add tau log(pi_y) to the softmax logits so that the trained logits estimate the
+    class-balanced posterior instead of one tilted by the prior. A sigmoid output is one binary problem per class,
+    whose prior is p_c against 1 - p_c; its log-prior ratio log(p_c / (1 - p_c)) is exactly the softmax offset's
+    two-class case (log pi_1 - log pi_0). Training on z + tau log-odds makes z estimate the log-odds of class c
+    under balanced classes (tau = 1), so a rare class is no longer pushed down by its rarity."""
+
+    def __init__(self, offset: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("offset", _float_tensor(offset))
+
+    @classmethod
+    def from_options(cls, options: LogitAdjustedOptions, stats: SplitStats) -> "LogitAdjustedBCELoss":
+        return cls(options.tau * _prior_log_odds(stats, "loss logit_adjusted"))
+
+    def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits + self.offset, targets, reduction="none")
+
+
+@dataclass(frozen=True)
+class DistributionBalancedOptions:
+    """The distribution-balanced loss (Wu et al., ECCV 2020), defaults of the authors' VOC-MLT configuration.
+    map_alpha, map_beta, map_gamma: the smoothing r_hat = map_alpha + sigmoid(map_beta (r - map_gamma)) of the
+    re-balancing weight r; neg_scale (lambda) and init_bias (kappa): the negative-tolerant regularisation; focal
+    gamma and balance_param: the focal term the authors pair it with."""
+
+    map_alpha: float = 0.1
+    map_beta: float = 10.0
+    map_gamma: float = 0.3
+    neg_scale: float = 5.0
+    init_bias: float = 0.05
+    gamma: float = 2.0
+    balance_param: float = 2.0
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = [(name, f"must be > 0, got {getattr(self, name)}") for name in ("neg_scale", "balance_param")
+                 if getattr(self, name) <= 0]
+        found += [(name, f"must be >= 0, got {getattr(self, name)}")
+                  for name in ("map_alpha", "map_beta", "init_bias", "gamma") if getattr(self, name) < 0]
+        return found
+
+
+@LOSSES.register("distribution_balanced", DistributionBalancedOptions)
+class DistributionBalancedLoss(MultiLabelLoss):
+    """Wu et al. (ECCV 2020), as their reference code computes it, per element (i, c):
+
+    - re-balanced weighting: r_ic = (1 / n_c) / sum over the video's labels k of (1 / n_k) (the chance of c under
+      class-aware sampling against the video's own chance), smoothed to map_alpha + sigmoid(map_beta (r - map_gamma))
+      and applied to positives and negatives alike (a video without labels gets map_alpha + 1);
+    - negative-tolerant regularisation: logits shifted by the class prior, b_c = -init_bias / neg_scale *
+      log(N / n_c - 1), and a negative's logit scaled by neg_scale with its weight divided by it;
+    - the focal term: balance_param (1 - p_t)^gamma times the weighted BCE, p_t from the unweighted BCE.
+    """
+
+    def __init__(self, class_counts: np.ndarray, num_videos: int, options: DistributionBalancedOptions) -> None:
+        super().__init__()
+        counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 1.0)
+        ratio = np.maximum(float(num_videos) / counts - 1.0, 1e-6)  # a class in every video: no shift, not -inf
+        self.register_buffer("freq_inv", _float_tensor(1.0 / counts))
+        self.register_buffer("bias", _float_tensor(-np.log(ratio) * options.init_bias / options.neg_scale))
+        self.options = options
+
+    @classmethod
+    def from_options(cls, options: DistributionBalancedOptions, stats: SplitStats) -> "DistributionBalancedLoss":
+        who = "loss distribution_balanced (class priors n_c / N)"
+        return cls(stats.require("class_counts", who), stats.require("num_videos", who), options)
+
+    def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
+        o = self.options
+        repeat_rate = (targets * self.freq_inv).sum(dim=1, keepdim=True)
+        ratio = self.freq_inv / repeat_rate.clamp(min=torch.finfo(repeat_rate.dtype).tiny)
+        weight = torch.sigmoid(o.map_beta * (ratio - o.map_gamma)) + o.map_alpha
+        shifted = logits + self.bias
+        scaled = shifted * (1 - targets) * o.neg_scale + shifted * targets
+        weight = weight / o.neg_scale * (1 - targets) + weight * targets
+        bce = F.binary_cross_entropy_with_logits(scaled, targets, reduction="none")
+        if o.gamma == 0.0:
+            return o.balance_param * weight * bce
+        return o.balance_param * (1.0 - torch.exp(-bce)).pow(o.gamma) * weight * bce
+
+
+@dataclass(frozen=True)
+class AsymmetricOptions:
+    """The asymmetric loss (Ridnik et al., ICCV 2021), defaults of the authors' training script: gamma_pos 0,
+    gamma_neg 4, clip 0.05 (probability margin of negatives); eps guards the logarithms."""
+
+    gamma_pos: float = 0.0
+    gamma_neg: float = 4.0
+    clip: float = 0.05
+    eps: float = 1e-8
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = [(n, f"must be >= 0, got {getattr(self, n)}") for n in ("gamma_pos", "gamma_neg")
+                 if getattr(self, n) < 0]
+        if not 0.0 <= self.clip < 1.0:
+            found.append(("clip", f"must be in [0, 1), got {self.clip}"))
+        if not 0.0 < self.eps < 1e-2:
+            found.append(("eps", f"must be in (0, 0.01), got {self.eps}"))
+        return found
+
+
+@LOSSES.register("asymmetric", AsymmetricOptions)
+class AsymmetricLoss(MultiLabelLoss):
+    """ASL: -[y (1 - p)^gamma_pos log p + (1 - y) p_m^gamma_neg log(1 - p_m)], p = sigmoid(z), p_m = max(p - clip, 0)
+    (the shifted probability of a negative). As in the authors' training script the focusing weights carry no
+    gradient. Reduced by the mean like every loss here (the reference sums; Adam does not see the constant)."""
+
+    def __init__(self, options: AsymmetricOptions) -> None:
+        super().__init__()
+        self.options = options
+
+    @classmethod
+    def from_options(cls, options: AsymmetricOptions, stats: SplitStats) -> "AsymmetricLoss":
+        return cls(options)
+
+    def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
+        o = self.options
+        positive = torch.sigmoid(logits)
+        negative = 1.0 - positive
+        if o.clip > 0:
+            negative = (negative + o.clip).clamp(max=1.0)
+        loss = targets * torch.log(positive.clamp(min=o.eps)) + (1 - targets) * torch.log(negative.clamp(min=o.eps))
+        if o.gamma_pos > 0 or o.gamma_neg > 0:
+            with torch.no_grad():
+                p_t = positive * targets + negative * (1 - targets)
+                focus = (1.0 - p_t).pow(o.gamma_pos * targets + o.gamma_neg * (1 - targets))
+            loss = loss * focus
+        return -loss
+
+
+# -- the registry's helpers -------------------------------------------------------------------------------------------
+
+
+
+@LOSSES.register("cb", ClassBalancedOptions)
+def class_balanced_loss(options: ClassBalancedOptions, stats: SplitStats) -> MultiLabelLoss:
+    """Cui et al. 2019: the base loss (BCE or focal) weighted per class by the effective number of its videos."""
+    weight = _float_tensor(class_balanced_weights(stats.require("class_counts", "loss cb"), options.beta))
+    if options.base == "focal":
+        return FocalLoss(options.gamma, 1.0, class_weight=weight)
+    return BCELoss(class_weight=weight)
 
 
 def list_losses() -> list[str]:
-    return sorted(LOSS_OPTIONS)
+    return LOSSES.names()
 
 
 def loss_options_class(name: str, where: str = "create_criterion") -> type:
-    if name not in LOSS_OPTIONS:
-        raise MeidBenchError(f"{where}: unknown loss {name!r}; known losses: {', '.join(list_losses())}")
-    return LOSS_OPTIONS[name]
+    return LOSSES.options_class(name, where)
 
 
 class NamedOptions(Protocol):
-    """What :func:`create_criterion` reads from a recipe's LossConfig."""
+    """What :func:`create_criterion` reads from a recipe's loss section."""
 
     name: str
     options: Any
 
 
-def create_criterion(loss_config: NamedOptions, class_counts: np.ndarray,
-                     num_videos: int | None = None) -> MultiLabelLoss:
-    """Build the loss named ``loss_config.name`` with ``loss_config.options`` (its options dataclass or a mapping).
-
-    class_counts: int [C], training videos per class (``split.classes["train_count"]``), for cb, ldam_drw and the
-    EQLs. num_videos: the number of training videos (``len(split.train)``), for eql's class frequencies.
-    """
-    name = loss_config.name
-    options_class = loss_options_class(name)
-    options = loss_config.options
-    if isinstance(options, Mapping):
-        options = parse_options(options_class, options, f"create_criterion({name!r})")
-    elif not isinstance(options, options_class):
-        raise TypeError(f"loss {name!r} expects {options_class.__name__}, got {type(options).__name__}")
-    counts = np.asarray(class_counts)
-    if counts.ndim != 1 or len(counts) == 0:
-        raise ValueError(f"class_counts must be a non-empty 1-d array, got shape {counts.shape}")
-    if name == "bce":
-        return BCELoss()
-    if name == "focal":
-        return FocalLoss(options.gamma, options.alpha)
-    if name == "cb":
-        weight = _float_tensor(class_balanced_weights(counts, options.beta))
-        if options.base == "focal":
-            return FocalLoss(options.gamma, 1.0, class_weight=weight)
-        return BCELoss(class_weight=weight)
-    if name == "ldam_drw":
-        return LDAMDRWLoss(counts, options)
-    if name == "eql_videolt":
-        return VideoLTEqualizationLoss(counts, options)
-    if num_videos is None or num_videos < 1:
-        raise ValueError("eql needs num_videos, the number of training videos, to turn class counts into frequencies")
-    return EqualizationLoss(counts, int(num_videos), options)
-
+def create_criterion(loss_config: NamedOptions, stats: SplitStats) -> MultiLabelLoss:
+    """Build the loss named ``loss_config.name`` with ``loss_config.options`` (its options dataclass or a mapping)
+    for a split with statistics ``stats`` (``SplitStats.from_split(split)``; cb, ldam_drw and the EQLs read its
+    class counts, eql its number of videos)."""
+    return LOSSES.create(loss_config.name, loss_config.options, stats, where=f"create_criterion({loss_config.name!r})")

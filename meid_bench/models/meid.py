@@ -48,6 +48,7 @@ from meid_bench.models.layers import (
 )
 from meid_bench.models import distill as distillation
 from meid_bench.models.registry import register_model
+from meid_bench.registry import SplitStats
 
 
 @dataclass(frozen=True)
@@ -240,14 +241,12 @@ class MEID(VideoModel):
             self.expert2_classifier = Classifier(hidden, num_classes)
 
     @classmethod
-    def build(cls, input_dim: int, num_classes: int, config: BaseModelConfig, class_groups: Any = None) -> "MEID":
-        if class_groups is None:
+    def from_options(cls, config: BaseModelConfig, stats: SplitStats, *, input_dim: int) -> "MEID":
+        if stats.class_groups is None:
             raise ValueError("MEID needs class_groups (per class 'head'/'medium'/'tail', e.g. split.classes['group'])")
-        groups = np.asarray(class_groups, dtype=object)
-        if groups.shape != (num_classes,):
-            raise ValueError(f"class_groups must have one entry per class ({num_classes}), got shape {groups.shape}")
+        groups = np.asarray(stats.class_groups, dtype=object)
         assert isinstance(config, MEIDConfig)
-        return cls(input_dim, num_classes, config, tail_mask_from_groups(groups, config.tail_groups))
+        return cls(input_dim, stats.num_classes, config, tail_mask_from_groups(groups, config.tail_groups))
 
     @property
     def batch_streams(self) -> tuple[str, ...]:

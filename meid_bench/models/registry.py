@@ -1,4 +1,8 @@
-"""The model registry: a name -> (model class, config dataclass) table and ``create_model``."""
+"""The model registry (a :class:`meid_bench.registry.Registry` of kind "model") and ``create_model``.
+
+A model class registers with ``@register_model(name)``; its options dataclass is its ``config_class`` and its
+factory :meth:`VideoModel.from_options` (options, split statistics, ``input_dim=D``).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from meid_bench.errors import MeidBenchError
 from meid_bench.models.base import BaseModelConfig, VideoModel
-from meid_bench.models.options import parse_options
+from meid_bench.registry import Registry, SplitStats
 
-_MODELS: dict[str, type[VideoModel]] = {}
+MODELS: Registry[VideoModel] = Registry("model")
 
 M = TypeVar("M", bound=type[VideoModel])
 
@@ -20,32 +23,23 @@ def register_model(name: str) -> Callable[[M], M]:
     """Class decorator: make a :class:`VideoModel` subclass available as ``create_model(name, ...)``."""
 
     def decorate(cls: M) -> M:
-        if name in _MODELS and _MODELS[name] is not cls:
-            raise ValueError(f"model name {name!r} is already registered to {_MODELS[name].__name__}")
-        _MODELS[name] = cls
-        return cls
+        return MODELS.register(name, cls.config_class)(cls)
 
     return decorate
 
 
 def list_models() -> list[str]:
-    return sorted(_MODELS)
-
-
-def model_class(name: str, where: str = "create_model") -> type[VideoModel]:
-    if name not in _MODELS:
-        raise MeidBenchError(f"{where}: unknown model {name!r}; known models: {', '.join(list_models())}")
-    return _MODELS[name]
+    return MODELS.names()
 
 
 def model_config_class(name: str, where: str = "create_model") -> type[BaseModelConfig]:
     """The config dataclass that lists (and types) model ``name``'s hyper-parameters."""
-    return model_class(name, where).config_class
+    return MODELS.options_class(name, where)
 
 
 def parse_model_config(name: str, options: dict[str, Any], where: str, path: str = "") -> BaseModelConfig:
     """Model ``name``'s typed config from a mapping (unknown keys and wrong types are a MeidBenchError)."""
-    return parse_options(model_config_class(name, where), options, where, path)
+    return MODELS.parse(name, options, where, path)
 
 
 def create_model(
@@ -65,11 +59,8 @@ def create_model(
         ignore it.
     config: a ready config dataclass of this model, or pass its fields as keyword ``options`` (hidden=..., ...).
     """
-    cls = model_class(name)
-    if config is None:
-        config = parse_model_config(name, options, f"create_model({name!r})")
-    elif options:
+    if config is not None and options:
         raise TypeError("pass either config or keyword options, not both")
-    elif not isinstance(config, cls.config_class):
-        raise TypeError(f"{name} expects a {cls.config_class.__name__}, got {type(config).__name__}")
-    return cls.build(input_dim, num_classes, config, class_groups)
+    stats = SplitStats(num_classes, class_groups=None if class_groups is None else np.asarray(class_groups))
+    parsed = config if config is not None else MODELS.parse(name, options, f"create_model({name!r})")
+    return MODELS.create(name, parsed, stats, input_dim=input_dim)

@@ -32,7 +32,7 @@ from meid_bench.outputs import REPORT_FORMAT, REPORT_MARKER, Output, check_outpu
 from meid_bench.report import plots
 from meid_bench.report.page import html_page
 from meid_bench.report.paired import DEFAULT_REFERENCES, paired_differences
-from meid_bench.report.runs import Run
+from meid_bench.runs import Run
 from meid_bench.report.sections import SplitSection, collect_sections
 from meid_bench.report.tables import has_repeats, method_summary, results_frame, results_markdown, to_csv
 

@@ -15,7 +15,7 @@ import re
 
 import pandas as pd
 
-from meid_bench import __version__
+from meid_bench._version import __version__
 from meid_bench.build.split_io import Split
 from meid_bench.report.plots import PNG_DPI
 from meid_bench.report.sections import SplitSection, verdict

@@ -13,7 +13,7 @@ import numpy as np
 
 from meid_bench.build.split_io import GROUPS, Split
 from meid_bench.errors import MeidBenchError
-from meid_bench.report.runs import (
+from meid_bench.runs import (
     Run,
     load_run_split,
     read_run,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from meid_bench import __version__
+from meid_bench._version import __version__
 from meid_bench.build.split_io import GROUPS
 from meid_bench.records import shown_epoch
 from meid_bench.report.paired import PAIRED_METRICS

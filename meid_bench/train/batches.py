@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from meid_bench.data import GpuResidentFeatures, StreamedFeatures, VideoFeatureDataset, epoch_generator
-from meid_bench.data.samplers import SAMPLERS
+from meid_bench.data.samplers import create_sampler
 from meid_bench.errors import MeidBenchError
 
 
@@ -40,7 +40,7 @@ class TrainStream:
                  seed: int, device: torch.device, resident: GpuResidentFeatures | None = None, workers: int = 0,
                  rank: int = 0, world: int = 1) -> None:
         self.dataset, self.resident = dataset, resident
-        self.sampler = SAMPLERS[sampler_name](dataset.targets, seed=seed)
+        self.sampler = create_sampler(sampler_name, dataset.targets, seed=seed)
         self.label_mask, self.batch_size = label_mask, batch_size
         self.device, self.workers, self.rank, self.world = device, workers, rank, world
         self.streamed = StreamedFeatures(dataset, device, workers) if resident is None else None

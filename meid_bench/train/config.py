@@ -2,17 +2,19 @@
 
     recipe = load_recipe("meid").for_benchmark(split.name).resolved()   # recipes/meid.yaml (or a YAML path),
                                                                         # with the benchmark's schedule applied
+    stats = SplitStats.from_split(split)
     model = recipe.model.create(input_dim, num_classes, class_groups)
-    criterion = recipe.loss.create(class_counts, num_videos)
-    mix = recipe.batch_mix.create(num_classes, seed)   # None for batch_mix: none
+    criterion = recipe.loss.create(stats)
+    mix = recipe.batch_mix.create(stats, seed)   # None for batch_mix: none
     checkpoint["recipe"] = recipe.to_dict()      # Recipe.from_dict(...) restores it exactly
 
 Every key of a recipe is typed; unknown keys, wrong types and out-of-range values raise MeidBenchError naming the
-file and the key path (``recipes/x.yaml: model.cfs_ration: unknown key; known keys here: ...``). Model, loss and
-batch-mix sections hold ``name`` plus that component's own options, validated by its options dataclass.
-A recipe's top-level ``optim`` and ``epochs`` are its reference schedule; ``schedules`` holds per-benchmark
-schedules (epochs, lr, milestones) that :meth:`Recipe.for_benchmark` applies. docs/models.md lists every key, type
-and default.
+file and the key path (``recipes/x.yaml: model.cfs_ration: unknown key; known keys here: ...``). The model, loss,
+sampler, balanced_sampler and batch_mix sections each name a registered component (:mod:`meid_bench.registry`)
+and hold that component's own options, validated by its options dataclass. A recipe's top-level ``optim`` and
+``epochs`` are its reference schedule; ``schedules`` holds per-benchmark schedules (epochs, lr, milestones) that
+:meth:`Recipe.for_benchmark` applies. A recipe file may start from another with ``base: NAME`` and state only what
+differs (:func:`load_recipe`). docs/models.md lists every key, type and default.
 """
 
 from __future__ import annotations
@@ -23,93 +25,90 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-import numpy as np
 import yaml
 
 from meid_bench.bounds import SET_DEPTH_MAX, nesting_depth
+from meid_bench.data.samplers import SAMPLERS, ClassSamplerOptions, InstanceSamplerOptions
 from meid_bench.errors import MeidBenchError
-from meid_bench.models import create_model, list_models, model_config_class
+from meid_bench.models import create_model
 from meid_bench.models.base import BaseModelConfig, VideoModel
-from meid_bench.models.batch_mix import (
-    BatchMix,
-    NoMixOptions,
-    batch_mix_options_class,
-    create_batch_mix,
-    list_batch_mixes,
-)
-from meid_bench.models.losses import BCEOptions, MultiLabelLoss, create_criterion, list_losses, loss_options_class
-from meid_bench.models.options import options_to_dict, parse_options
+from meid_bench.models.batch_mix import BATCH_MIXES, BatchMix, NoMixOptions
+from meid_bench.models.losses import LOSSES, BCEOptions, MultiLabelLoss
+from meid_bench.models.registry import MODELS
+from meid_bench.options import options_to_dict, parse_options
+from meid_bench.registry import Component, Registry, SplitStats
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """``name`` (a registered model) and ``params``, that model's typed config dataclass (hidden, dropout, ...)."""
+class ModelConfig(Component):
+    """``name`` (a registered model) and ``options``, that model's typed config dataclass (hidden, dropout, ...)."""
 
-    name: str
-    params: BaseModelConfig
+    registry: ClassVar[Registry] = MODELS
+
+    @property
+    def params(self) -> BaseModelConfig:
+        return self.options
 
     @property
     def hidden(self) -> int | None:
-        return self.params.hidden
+        return self.options.hidden
 
     @property
     def dropout(self) -> float:
-        return self.params.dropout
+        return self.options.dropout
 
     def create(self, input_dim: int, num_classes: int, class_groups: Any = None) -> VideoModel:
         return create_model(
-            self.name, input_dim=input_dim, num_classes=num_classes, class_groups=class_groups, config=self.params
+            self.name, input_dim=input_dim, num_classes=num_classes, class_groups=class_groups, config=self.options
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **options_to_dict(self.params)}
 
 
 @dataclass(frozen=True)
-class LossConfig:
-    """``name`` (bce, focal, cb, ldam_drw, eql) and ``options``, that loss's options dataclass."""
+class LossConfig(Component):
+    """``name`` (a registered loss: bce, focal, cb, ldam_drw, eql, ...) and ``options``, its options dataclass."""
 
+    registry: ClassVar[Registry] = LOSSES
     name: str = "bce"
     options: Any = field(default_factory=BCEOptions)
 
-    def create(self, class_counts: np.ndarray, num_videos: int | None = None) -> MultiLabelLoss:
-        return create_criterion(self, class_counts, num_videos)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **options_to_dict(self.options)}
+    def create(self, stats: SplitStats) -> MultiLabelLoss:
+        return LOSSES.create(self.name, self.options, stats)
 
 
 @dataclass(frozen=True)
-class BatchMixConfig:
-    """``name`` (none, mixup, framestack) and ``options``, that strategy's options dataclass."""
+class BatchMixConfig(Component):
+    """``name`` (a registered batch mix: none, mixup, framestack) and ``options``, its options dataclass."""
 
+    registry: ClassVar[Registry] = BATCH_MIXES
     name: str = "none"
     options: Any = field(default_factory=NoMixOptions)
 
-    def create(self, num_classes: int, seed: int = 0) -> BatchMix | None:
-        return create_batch_mix(self, num_classes, seed)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **options_to_dict(self.options)}
+    def create(self, stats: SplitStats, seed: int = 0) -> BatchMix | None:
+        return BATCH_MIXES.create(self.name, self.options, stats, seed=seed)
 
 
 @dataclass(frozen=True)
-class SamplerConfig:
-    """How a batch stream draws videos: instance (shuffle), cbs (class uniform, then a video of it) or srs (class
-    with probability ~ sqrt(count)). label_mask: the reference's mask 1 - (labels - onehot(sampled class)), which
-    trains only the sampled class among the video's positives (cbs/srs only)."""
+class SamplerConfig(Component):
+    """How a batch stream draws videos: ``instance`` (shuffle), ``cbs`` (class uniform, then a video of it) or
+    ``srs`` (class with probability ~ sqrt(count)), a registered sampler. ``label_mask``: the reference's mask
+    1 - (labels - onehot(sampled class)), which trains only the sampled class among the video's positives (cbs/srs
+    only)."""
 
-    name: Literal["instance", "cbs", "srs"] = "instance"
-    label_mask: bool = False
+    registry: ClassVar[Registry] = SAMPLERS
+    name: str = "instance"
+    options: Any = field(default_factory=InstanceSamplerOptions)
 
-    def problems(self) -> list[tuple[str, str]]:
-        if self.label_mask and self.name == "instance":
-            return [("label_mask", "applies to cbs/srs sampling only; set it to false or change the sampler name")]
-        return []
+    @property
+    def label_mask(self) -> bool:
+        return bool(self.options.label_mask)
+
+
+def _default_balanced_sampler() -> SamplerConfig:
+    return SamplerConfig("cbs", ClassSamplerOptions(label_mask=True))
 
 
 def _lr_and_milestone_problems(lr: float, milestones: tuple[int, ...]) -> list[tuple[str, str]]:
@@ -220,7 +219,7 @@ class Recipe:
     description: str = ""
     loss: LossConfig = field(default_factory=LossConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    balanced_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig("cbs", True))
+    balanced_sampler: SamplerConfig = field(default_factory=_default_balanced_sampler)
     batch_mix: BatchMixConfig = field(default_factory=BatchMixConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -244,26 +243,27 @@ class Recipe:
         return replace(recipe, schedules={}, schedule_from=benchmark if schedule is not None else SCHEDULE_FROM_RECIPE)
 
     def resolved(self) -> "Recipe":
-        """Values defined by other keys filled in: LDAM's ``drw_epoch: null`` becomes the first lr decay."""
-        options = self.loss.options
-        if getattr(options, "drw_epoch", 0) is not None:
-            return self
-        if not self.optim.milestones:
-            raise MeidBenchError(f"recipe {self.name}: loss.drw_epoch: null means the first lr decay, but "
-                                 "optim.milestones is empty; give drw_epoch an epoch")
-        first = self.optim.milestones[0]
-        return replace(self, loss=replace(self.loss, options=replace(options, drw_epoch=first)))
+        """Values defined by other keys filled in by the component that owns them (an options dataclass's
+        ``resolved_for(recipe)``: LDAM's ``drw_epoch: null`` becomes the first lr decay)."""
+        recipe = self
+        for section in SECTIONS:
+            component = getattr(recipe, section)
+            resolve = getattr(component.options, "resolved_for", None)
+            if resolve is None:
+                continue
+            try:
+                options = resolve(recipe)
+            except ValueError as exc:
+                raise MeidBenchError(f"recipe {self.name}: {section}.{exc}") from None
+            recipe = replace(recipe, **{section: replace(component, options=options)})
+        return recipe
 
     def to_dict(self) -> dict[str, Any]:
         """Every key with its resolved value (plain types): what run.json and checkpoints record."""
         return {
             "name": self.name,
             "description": self.description,
-            "model": self.model.to_dict(),
-            "loss": self.loss.to_dict(),
-            "sampler": options_to_dict(self.sampler),
-            "balanced_sampler": options_to_dict(self.balanced_sampler),
-            "batch_mix": self.batch_mix.to_dict(),
+            **{section: getattr(self, section).to_dict() for section in SECTIONS},
             "optim": options_to_dict(self.optim),
             "data": options_to_dict(self.data),
             "epochs": self.epochs,
@@ -295,21 +295,12 @@ class Recipe:
                                  "'_' and '-', at most 100 characters, no '..'); rename it")
         if "model" not in data:
             raise MeidBenchError(f"{where}: model: missing required key (a mapping with at least `name`)")
-        model_name, model_options = _named_section(data, "model", None, list_models(), where)
         scalar_keys = ("description", "epochs", "batch_size", "eval_every", "schedule_from")
         scalars = parse_options(_Scalars, {k: data[k] for k in scalar_keys if k in data}, where)
-        loss_name, loss_options = _named_section(data, "loss", "bce", list_losses(), where)
-        mix_name, mix_options = _named_section(data, "batch_mix", "none", list_batch_mixes(), where)
         return cls(
             name=name,
             description=scalars.description,
-            model=ModelConfig(model_name, parse_options(model_config_class(model_name), model_options, where, "model")),
-            loss=LossConfig(loss_name, parse_options(loss_options_class(loss_name), loss_options, where, "loss")),
-            sampler=_section(data, "sampler", SamplerConfig, SamplerConfig(), where),
-            balanced_sampler=_section(data, "balanced_sampler", SamplerConfig, SamplerConfig("cbs", True), where),
-            batch_mix=BatchMixConfig(
-                mix_name, parse_options(batch_mix_options_class(mix_name), mix_options, where, "batch_mix")
-            ),
+            **{section: _component(data, section, where) for section in SECTIONS},
             optim=_section(data, "optim", OptimConfig, OptimConfig(), where),
             data=_section(data, "data", DataConfig, DataConfig(), where),
             epochs=scalars.epochs,
@@ -320,18 +311,34 @@ class Recipe:
         )
 
 
-def _named_section(
-    data: Mapping[str, Any], key: str, default_name: str | None, choices: list[str], where: str
-) -> tuple[str, dict[str, Any]]:
-    section = data.get(key, {})
+# The sections that name a registered component: their class, and the section used when a recipe leaves it out
+# (None: the section is required).
+SECTIONS: dict[str, tuple[type[Component], Any]] = {
+    "model": (ModelConfig, None),
+    "loss": (LossConfig, LossConfig),
+    "sampler": (SamplerConfig, SamplerConfig),
+    "balanced_sampler": (SamplerConfig, _default_balanced_sampler),
+    "batch_mix": (BatchMixConfig, BatchMixConfig),
+}
+
+
+def _component(data: Mapping[str, Any], key: str, where: str) -> Component:
+    section_class, default = SECTIONS[key]
+    registry = section_class.registry
+    if key not in data:
+        if default is None:
+            raise MeidBenchError(f"{where}: {key}: missing required key (a mapping with at least `name`)")
+        return default()
+    section = data[key]
     if not isinstance(section, Mapping):
         raise MeidBenchError(f"{where}: {key}: expected a mapping with `name` and options, got {section!r}")
-    name = section.get("name", default_name)
+    name = section.get("name", None if default is None else default().name)
     if name is None:
-        raise MeidBenchError(f"{where}: {key}.name: missing required key; one of {', '.join(choices)}")
-    if not isinstance(name, str) or name not in choices:
-        raise MeidBenchError(f"{where}: {key}.name: unknown {key} {name!r}; one of {', '.join(choices)}")
-    return name, {k: v for k, v in section.items() if k != "name"}
+        raise MeidBenchError(f"{where}: {key}.name: missing required key; one of {', '.join(registry.names())}")
+    if not isinstance(name, str) or name not in registry:
+        raise MeidBenchError(f"{where}: {key}.name: unknown {key} {name!r}; one of {', '.join(registry.names())}")
+    options = registry.parse(name, {k: v for k, v in section.items() if k != "name"}, where, key)
+    return section_class(name, options)
 
 
 def _section(data: Mapping[str, Any], key: str, cls: type, default: Any, where: str) -> Any:
@@ -422,10 +429,77 @@ def resolve_recipe_path(name_or_path: str | os.PathLike[str]) -> Path:
     return candidate
 
 
+BASE_KEY = "base"
+_MAX_BASE_DEPTH = 8  # a chain of bases this long is a mistake, not a design
+
+
+def _base_path(base: Any, child: Path) -> Path:
+    """A base given as a path (a .yaml/.yml suffix or a folder part) is relative to the recipe that names it; a
+    plain name is a shipped recipe."""
+    if not isinstance(base, str) or not base.strip():
+        raise MeidBenchError(f"{child}: {BASE_KEY}: expected a recipe name or a YAML file path, got {base!r}")
+    path = Path(base)
+    if path.suffix in RECIPE_SUFFIXES or "/" in base or os.sep in base:
+        path = path if path.is_absolute() else child.parent / path
+        if not path.is_file():
+            raise MeidBenchError(f"{child}: {BASE_KEY}: {path}: recipe file not found; name an existing YAML file")
+        return path
+    candidate = recipes_dir() / f"{base}.yaml"
+    if not candidate.is_file():
+        raise MeidBenchError(f"{child}: {BASE_KEY}: {base!r} is not a shipped recipe; available: "
+                             f"{', '.join(list_recipes())}; or give a YAML file path")
+    return candidate
+
+
+def merge_recipe(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    """``child``'s keys over ``base``'s. A component section (model, loss, ...) merges key by key while it names
+    the same component, and is replaced whole when it names another (the base's options belong to the base's
+    component); ``optim`` and ``data`` merge key by key; ``schedules`` benchmark by benchmark (``null`` removes
+    one); every other key is replaced."""
+    merged = dict(base)
+    for key, value in child.items():
+        old = merged.get(key)
+        if key in SECTIONS and isinstance(old, Mapping) and isinstance(value, Mapping):
+            same = "name" not in value or value.get("name") == old.get("name")
+            merged[key] = {**old, **value} if same else dict(value)
+        elif key in ("optim", "data", "schedules") and isinstance(old, Mapping) and isinstance(value, Mapping):
+            combined = {**old, **value}
+            if key == "schedules":
+                combined = {name: schedule for name, schedule in combined.items() if schedule is not None}
+            merged[key] = combined
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_recipe_mapping(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The recipe file's keys with its ``base`` chain merged in (:func:`merge_recipe`); ``base`` removed."""
+    data = read_yaml(path)
+    if not isinstance(data, Mapping):
+        raise MeidBenchError(f"{path}: expected a mapping of recipe keys at the top level, got {type(data).__name__}")
+    if BASE_KEY not in data:
+        return dict(data)
+    resolved = path.resolve()
+    if resolved in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain, resolved))
+        raise MeidBenchError(f"{path}: {BASE_KEY}: the bases form a cycle ({cycle}); remove one of them")
+    if len(_chain) >= _MAX_BASE_DEPTH:
+        raise MeidBenchError(f"{path}: {BASE_KEY}: more than {_MAX_BASE_DEPTH} bases in a chain; flatten the recipes")
+    if "description" not in data:
+        raise MeidBenchError(f"{path}: description: missing; a recipe with a base describes itself (the base's "
+                             "description is the base's)")
+    child = {key: value for key, value in data.items() if key != BASE_KEY}
+    base = read_recipe_mapping(_base_path(data[BASE_KEY], path), (*_chain, resolved))
+    base.pop("name", None)  # a recipe's name is its own (its file's stem unless it says otherwise)
+    return merge_recipe(base, child)
+
+
 def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
-    """Load and validate a recipe by name (recipes/<name>.yaml) or path; ``name`` defaults to the file stem."""
+    """Load and validate a recipe by name (recipes/<name>.yaml) or path; ``name`` defaults to the file stem. A
+    recipe may start from another with ``base: NAME`` (a shipped recipe) or ``base: FILE.yaml`` (relative to it)
+    and state only what differs (:func:`merge_recipe`)."""
     path = resolve_recipe_path(name_or_path)
-    return Recipe.from_dict(read_yaml(path), where=str(path), default_name=path.stem)
+    return Recipe.from_dict(read_recipe_mapping(path), where=str(path), default_name=path.stem)
 
 
 def apply_overrides(recipe: Recipe, overrides: Sequence[str]) -> Recipe:
@@ -450,6 +524,12 @@ def apply_overrides(recipe: Recipe, overrides: Sequence[str]) -> Recipe:
             raise MeidBenchError(f"--set {shown!r}: the value nests lists or mappings more than {SET_DEPTH_MAX} "
                                  "deep; no recipe key takes that")
         parts = key.strip().split(".")
+        if len(parts) == 2 and parts[0] in SECTIONS and parts[1] == "name":
+            # Another component: the old one's options do not apply to it (set the new one's after this).
+            section = data.get(parts[0])
+            if not isinstance(section, dict) or section.get("name") != value:
+                data[parts[0]] = {"name": value}
+            continue
         node = data
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):

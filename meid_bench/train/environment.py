@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from meid_bench import __version__
+from meid_bench._version import __version__
 
 
 def software_versions() -> dict:

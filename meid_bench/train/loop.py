@@ -23,7 +23,7 @@ import click
 import numpy as np
 import torch
 
-from meid_bench import __version__
+from meid_bench._version import __version__
 from meid_bench.build.features import default_feature_path
 from meid_bench.build.features.store import FeatureStore
 from meid_bench.build.split_io import Split, load_split
@@ -36,7 +36,8 @@ from meid_bench.logs import log_lines_to
 from meid_bench.records import read_log, shown_epoch
 from meid_bench.metrics import average_precision
 from meid_bench.models import STREAM_BALANCED, STREAM_INSTANCE, compute_training_step, unwrap_model
-from meid_bench.report.runs import RUN_FORMAT, RUN_FORMAT_VERSION
+from meid_bench.registry import SplitStats
+from meid_bench.runs import RUN_FORMAT, RUN_FORMAT_VERSION
 from meid_bench.run_lock import LOCK_NAME, acquire_run_lock, refuse_if_locked
 from meid_bench.train.resolve import check_run_numbers, resolve_run_recipe
 from meid_bench.train.run_folder import check_run_outputs, folder_state
@@ -233,9 +234,9 @@ class Trainer:
             self.streams[STREAM_BALANCED] = train_stream(recipe.balanced_sampler, seed + 1)
         self.val, self.test = eval_stream("val"), eval_stream("test")
         self.model = model.to(self.device)
-        self.criterion = recipe.loss.create(split.classes["train_count"].to_numpy(),
-                                            num_videos=len(split.train)).to(self.device)
-        self.mix = recipe.batch_mix.create(num_classes, seed=seed + self.dist.rank)
+        stats = SplitStats.from_split(split)
+        self.criterion = recipe.loss.create(stats).to(self.device)
+        self.mix = recipe.batch_mix.create(stats, seed=seed + self.dist.rank)
         # FrameStack's per-class AP comes from the training set, scored each epoch; no other recipe needs it.
         self.train_eval = eval_stream("train") if getattr(self.mix, "uses_class_ap", False) else None
         optim = recipe.optim

@@ -21,7 +21,7 @@ from meid_bench.evaluator import METRICS_FORMAT
 from meid_bench.fileio import read_record
 from meid_bench.records import shown_epoch
 from meid_bench.models.base import VideoModel
-from meid_bench.report.runs import Run, load_run_split, read_run
+from meid_bench.runs import Run, load_run_split, read_run
 from meid_bench.train.checkpoint import load_checkpoint
 from meid_bench.train.config import Recipe
 

@@ -70,7 +70,7 @@ class FeatureStoreWriter:
                  split_checksum: str = "", benchmark: str = "", fps: float | None = None, generator: str = "",
                  simulated: bool = False, num_classes: int | None = None, params: dict[str, Any] | None = None,
                  force: bool = False) -> None:
-        from meid_bench import __version__
+        from meid_bench._version import __version__
 
         self.path = Path(path)
         check_outputs([Output(self.path, "--out", "store")], [], force)  # --force replaces only a feature store

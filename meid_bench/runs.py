@@ -1,4 +1,4 @@
-"""Run folders as evaluation and reports read them: run.json, the split it names, predictions and metrics.json.
+"""Run folders: their format (run.json, predictions, metrics.json) and how evaluation, reports and diagnose read them.
 
 A run folder (written by training, see ``docs/evaluation.md``) holds ``run.json``, ``predictions/val.parquet``,
 ``predictions/test.parquet`` and, once evaluated, ``metrics.json``. Every reader here checks that the split found
