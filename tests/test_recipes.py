@@ -23,7 +23,7 @@ COUNTS = np.array([500, 300, 120, 40, 5])
 EXPECTED = {
     "meid", "meid_no_distill", "meid_no_expert2", "meid_random_frames", "meid_no_motion", "late_avg", "attention",
     "cbs", "srs", "mixup", "framestack", "focal", "cb", "ldam_drw", "eql", "eql_videolt", "attention_cm",
-    "meid_label_blind_distill",
+    "meid_label_blind_distill", "logit_adjusted", "distribution_balanced", "asymmetric",
 }
 
 
