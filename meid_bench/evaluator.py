@@ -87,7 +87,7 @@ class Evaluator:
 
         ``source`` names the input in error messages (a file path when the predictions came from a file).
         """
-        score_array = self._check(video_ids, scores, source)
+        score_array = self.checked_scores(video_ids, scores, source)
         ap = average_precision(score_array, self.targets)
         overall = mean_average_precision(ap)
         groups = group_mean_average_precision(ap, self.split.groups)
@@ -158,7 +158,9 @@ class Evaluator:
             "ap": pd.array(result["per_class_ap"], dtype="Float64"),
         })
 
-    def _check(self, video_ids: Sequence[str], scores: object, source: str) -> np.ndarray:
+    def checked_scores(self, video_ids: Sequence[str], scores: object, source: str = "predictions") -> np.ndarray:
+        """The scores checked as :meth:`eval` checks them, as one row per video in the subset's order
+        (``self.video_ids``, the order of ``self.targets``)."""
         score_array = as_score_array(scores, name=source)
         rows, cols = score_array.shape
         if cols != self.num_classes:

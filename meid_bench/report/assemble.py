@@ -6,7 +6,8 @@ Output folder::
                                      split facts, recipes
     results.md, results.csv          the verdict per split, then one row per run (metrics in percent)
     results_by_method.csv            where a method has several runs: mean and standard deviation over seeds
-    paired_differences.csv           where methods share seeds: method minus reference, mean and 95% interval
+    paired_differences.csv           where methods share seeds: method minus reference, mean, the seed-only and the
+                                     combined (seeds and test videos) 95% intervals, Holm-adjusted verdicts
     paired_differences_by_seed.csv   the same differences, seed by seed
     <benchmark>-<checksum8>/         per split: map_bars, training_curves, ap_vs_train_count, class_counts,
                                      class_share, each as .png (200 dpi), .svg (text editable) and .pdf
@@ -30,6 +31,8 @@ from meid_bench.errors import MeidBenchError
 from meid_bench.fileio import check_output_folder, publish_folder, write_text_atomic
 from meid_bench.report import plots
 from meid_bench.report.page import html_page
+from meid_bench.evaluator import Evaluator, read_predictions
+from meid_bench.report.inference import DEFAULT_BOOTSTRAP, replicate_metrics
 from meid_bench.report.paired import DEFAULT_REFERENCES, paired_differences
 from meid_bench.report.runs import Run
 from meid_bench.report.sections import SplitSection, collect_sections
@@ -37,12 +40,15 @@ from meid_bench.report.tables import has_repeats, method_summary, results_frame,
 
 
 def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, force: bool = False,
-                 references: Sequence[str] | None = None) -> Path:
+                 references: Sequence[str] | None = None, bootstrap: int = DEFAULT_BOOTSTRAP) -> Path:
     """Write the report of ``run_dirs`` into the folder ``out``; returns it.
 
     ``references``: the methods others are compared with, seed by seed (default :data:`DEFAULT_REFERENCES`,
-    those of them present; a reference given explicitly must be among the runs).
+    those of them present; a reference given explicitly must be among the runs). ``bootstrap``: draws of the test
+    videos for the test-set part of the paired intervals (0: the seed part only).
     """
+    if bootstrap < 0:
+        raise MeidBenchError(f"--bootstrap {bootstrap}: must be >= 0 (0: intervals from the seeds alone)")
     out = check_output_folder(out, force)
     sections = collect_sections(run_dirs)
     frame = results_frame(sections)
@@ -54,6 +60,12 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
             raise MeidBenchError(f"--reference {','.join(references)}: {', '.join(missing)} is not a method of "
                                  f"these runs (methods: {', '.join(dict.fromkeys(frame['method']))})")
     by_seed, summary = paired_differences(frame, references)
+    if bootstrap and len(by_seed):
+        # The test-set component: only the runs that enter a paired difference are re-scored on the draws.
+        paired = {(row.split_checksum, row.method, int(row.seed)) for row in by_seed.itertuples()}
+        paired |= {(row.split_checksum, row.reference, int(row.seed)) for row in by_seed.itertuples()}
+        replicates = _test_replicates(sections, paired, bootstrap)
+        by_seed, summary = paired_differences(frame, references, replicates)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -71,6 +83,24 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return out
+
+
+def _test_replicates(sections: Sequence[SplitSection], wanted: set[tuple[str, str, int]],
+                     bootstrap: int) -> dict[tuple[str, str, int], np.ndarray]:
+    """Each wanted run's [bootstrap, 4] test metrics (percent) on the split's bootstrap draws of test videos."""
+    out: dict[tuple[str, str, int], np.ndarray] = {}
+    for section in sections:
+        evaluator = Evaluator(section.split, "test")
+        groups = section.split.groups
+        for run in section.runs:
+            key = (section.split.checksum, run.method, run.seed)
+            if run.seed is None or key not in wanted or key in out:
+                continue
+            path = run.predictions_path("test")
+            ids, scores = read_predictions(path, evaluator.class_keys)
+            aligned = evaluator.checked_scores(ids, scores, str(path))
+            out[key] = replicate_metrics(aligned, evaluator.targets, groups, bootstrap)
     return out
 
 
