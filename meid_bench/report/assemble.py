@@ -60,10 +60,13 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
             raise MeidBenchError(f"--reference {','.join(references)}: {', '.join(missing)} is not a method of "
                                  f"these runs (methods: {', '.join(dict.fromkeys(frame['method']))})")
     by_seed, summary = paired_differences(frame, references)
-    if bootstrap and len(by_seed):
-        # The test-set component: only the runs that enter a paired difference are re-scored on the draws.
-        paired = {(row.split_checksum, row.method, int(row.seed)) for row in by_seed.itertuples()}
-        paired |= {(row.split_checksum, row.reference, int(row.seed)) for row in by_seed.itertuples()}
+    with_interval = summary[summary["seeds"] >= 2][["split_checksum", "method", "reference"]]
+    if bootstrap and len(with_interval):
+        # The test-set component: only runs that enter a difference with an interval (two seeds or more) are
+        # re-scored on the draws.
+        pairs = by_seed.merge(with_interval, on=["split_checksum", "method", "reference"])
+        paired = {(row.split_checksum, row.method, int(row.seed)) for row in pairs.itertuples()}
+        paired |= {(row.split_checksum, row.reference, int(row.seed)) for row in pairs.itertuples()}
         replicates = _test_replicates(sections, paired, bootstrap)
         by_seed, summary = paired_differences(frame, references, replicates)
     out.parent.mkdir(parents=True, exist_ok=True)
