@@ -88,7 +88,7 @@ class Evaluator:
 
         ``source`` names the input in error messages (a file path when the predictions came from a file).
         """
-        score_array = self._check(video_ids, scores, source)
+        score_array = self.checked_scores(video_ids, scores, source)
         ap = average_precision(score_array, self.targets)
         overall = mean_average_precision(ap)
         groups = group_mean_average_precision(ap, self.split.groups)

@@ -119,8 +119,12 @@ def _is_sweep_log(path: Path) -> bool:
               help="Comma-separated methods that the other methods are compared with, seed by seed (paired "
                    "differences with 95% intervals) [default: late_avg,attention, those present: the no-trick "
                    "baseline and the baseline with MEID's attention aggregator].")
+@click.option("--bootstrap", type=click.IntRange(0, 100_000), default=None, metavar="N",
+              help="Draws of the test videos for the test-set part of the paired intervals (0: seeds only) "
+                   "[default: 500].")
 @click.option("--force", is_flag=True, help="Replace an existing report folder.")
-def report(run_dirs: tuple[Path, ...], out_dir: Path, runs_root: Path, references: str | None, force: bool) -> None:
+def report(run_dirs: tuple[Path, ...], out_dir: Path, runs_root: Path, references: str | None, bootstrap: int,
+           force: bool) -> None:
     """Plots, results tables and one self-contained HTML page for runs (default: every run under runs/).
 
     Runs are grouped by split; a run without metrics.json is evaluated from predictions/test.parquet. The report
@@ -145,5 +149,16 @@ def report(run_dirs: tuple[Path, ...], out_dir: Path, runs_root: Path, reference
         chosen = [r.strip() for r in references.split(",") if r.strip()]
         if not chosen:
             raise MeidBenchError("--reference: give at least one method name, e.g. --reference late_avg")
-    out = write_report(runs, out_dir, force=force, references=chosen)
+    from meid_bench.report.inference import DEFAULT_BOOTSTRAP
+
+    out = write_report(runs, out_dir, force=force, references=chosen,
+                       bootstrap=DEFAULT_BOOTSTRAP if bootstrap is None else bootstrap)
+    summary_path = out / "paired_differences.csv"
+    if summary_path.is_file():
+        import pandas as pd
+
+        from meid_bench.report.tables import paired_console_lines
+
+        for line in paired_console_lines(pd.read_csv(summary_path, keep_default_na=True)):
+            click.echo(line)
     click.echo(f"wrote {out / 'index.html'} ({len(runs)} runs)")

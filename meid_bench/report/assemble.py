@@ -6,7 +6,8 @@ Output folder::
                                      split facts, recipes
     results.md, results.csv          the verdict per split, then one row per run (metrics in percent)
     results_by_method.csv            where a method has several runs: mean and standard deviation over seeds
-    paired_differences.csv           where methods share seeds: method minus reference, mean and 95% interval
+    paired_differences.csv           where methods share seeds: method minus reference, mean, the seed-only and the
+                                     combined (seeds and test videos) 95% intervals, Holm-adjusted verdicts
     paired_differences_by_seed.csv   the same differences, seed by seed
     <benchmark>-<checksum8>/         per split: map_bars, training_curves, ap_vs_train_count, class_counts,
                                      class_share, each as .png (200 dpi), .svg (text editable) and .pdf
@@ -31,6 +32,8 @@ from meid_bench.fileio import publish_folder, write_json_atomic, write_text_atom
 from meid_bench.outputs import REPORT_FORMAT, REPORT_MARKER, Output, check_outputs, run_input
 from meid_bench.report import plots
 from meid_bench.report.page import html_page
+from meid_bench.evaluator import Evaluator, read_predictions
+from meid_bench.report.inference import DEFAULT_BOOTSTRAP, replicate_metrics
 from meid_bench.report.paired import DEFAULT_REFERENCES, paired_differences
 from meid_bench.runs import Run
 from meid_bench.report.sections import SplitSection, collect_sections
@@ -38,14 +41,17 @@ from meid_bench.report.tables import has_repeats, method_summary, results_frame,
 
 
 def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, force: bool = False,
-                 references: Sequence[str] | None = None) -> Path:
+                 references: Sequence[str] | None = None, bootstrap: int = DEFAULT_BOOTSTRAP) -> Path:
     """Write the report of ``run_dirs`` into the folder ``out``; returns it.
 
     ``references``: the methods others are compared with, seed by seed (default :data:`DEFAULT_REFERENCES`,
-    those of them present; a reference given explicitly must be among the runs).
+    those of them present; a reference given explicitly must be among the runs). ``bootstrap``: draws of the test
+    videos for the test-set part of the paired intervals (0: the seed part only).
     """
     from meid_bench.run_lock import refuse_if_locked
 
+    if bootstrap < 0:
+        raise MeidBenchError(f"--bootstrap {bootstrap}: must be >= 0 (0: intervals from the seeds alone)")
     # The output rule (outputs.py): never inside or over a run it reads; --force replaces only a report folder.
     check_outputs([Output(Path(out), "--out", "report", folder=True)], [run_input(r, "run") for r in run_dirs],
                   force)
@@ -62,6 +68,15 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
             raise MeidBenchError(f"--reference {','.join(references)}: {', '.join(missing)} is not a method of "
                                  f"these runs (methods: {', '.join(dict.fromkeys(frame['method']))})")
     by_seed, summary = paired_differences(frame, references)
+    with_interval = summary[summary["seeds"] >= 2][["split_checksum", "method", "reference"]]
+    if bootstrap and len(with_interval):
+        # The test-set component: only runs that enter a difference with an interval (two seeds or more) are
+        # re-scored on the draws.
+        pairs = by_seed.merge(with_interval, on=["split_checksum", "method", "reference"])
+        paired = {(row.split_checksum, row.method, int(row.seed)) for row in pairs.itertuples()}
+        paired |= {(row.split_checksum, row.reference, int(row.seed)) for row in pairs.itertuples()}
+        replicates = _test_replicates(sections, paired, bootstrap)
+        by_seed, summary = paired_differences(frame, references, replicates, warn=False)  # warned above
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -82,6 +97,24 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return out
+
+
+def _test_replicates(sections: Sequence[SplitSection], wanted: set[tuple[str, str, int]],
+                     bootstrap: int) -> dict[tuple[str, str, int], np.ndarray]:
+    """Each wanted run's [bootstrap, 4] test metrics (percent) on the split's bootstrap draws of test videos."""
+    out: dict[tuple[str, str, int], np.ndarray] = {}
+    for section in sections:
+        evaluator = Evaluator(section.split, "test")
+        groups = section.split.groups
+        for run in section.runs:
+            key = (section.split.checksum, run.method, run.seed)
+            if run.seed is None or key not in wanted or key in out:
+                continue
+            path = run.predictions_path("test")
+            ids, scores = read_predictions(path, evaluator.class_keys)
+            aligned = evaluator.checked_scores(ids, scores, str(path))
+            out[key] = replicate_metrics(aligned, evaluator.targets, groups, bootstrap)
     return out
 
 

@@ -131,9 +131,10 @@ def _paired_html(section: SplitSection, summary: pd.DataFrame, by_seed: pd.DataF
     if not tables:
         return []
     out = ["<h3>Paired differences, in percentage points</h3>", f'<p class="note">{_e(PAIRED_NOTE)}</p>']
-    for reference, rows in tables:
+    for reference, caption, rows in tables:
         cells = [[f'<b{" class=nowrap" if i == 1 else ""}>{_e(c)}</b>' if mean else _e(c) for i, c in enumerate(row)]
                  for mean, row in rows]
+        out.append(f'<p class="note">{_e(caption)}</p>')
         out.append(_table(_headers(paired_headers(section, reference)), cells, 2, "results"))
     return out
 

@@ -25,9 +25,12 @@ PROTOCOL_NOTE = ("Test-set metrics in percent, computed as docs/evaluation.md st
                  "Methods are chosen on validation only.")
 
 
-PAIRED_NOTE = ("Method minus reference on the same seed, then the mean over the seeds with its 95% confidence "
-               "interval (t distribution over seeds; a method with one shared seed has no interval). An interval "
-               "that excludes 0 is a difference the seeds support.")
+PAIRED_NOTE = ("Method minus reference on the same seed, then the mean over the seeds. The bold row gives the 95% "
+               "interval with both sources of noise, the seeds and the test set (a paired bootstrap over test "
+               "videos), and the verdict: different (the interval's test rejects no difference), equivalent (two "
+               "one-sided tests put the difference inside the margin), or inconclusive (neither). Verdicts are "
+               "Holm-adjusted over every method and metric of the table. The row below it is the seed-only t-interval. "
+               "A method with one shared seed has no interval.")
 
 
 def _pct(value: object) -> float | None:
@@ -97,6 +100,45 @@ def mean_std(mean: object, std: object) -> str:
     return percent(mean) if std is None or pd.isna(std) else f"{percent(mean)} ± {percent(std)}"
 
 
+def combined(row: pd.Series, metric: str) -> str:
+    """``+1.23 [−0.40, +2.86] inconclusive``: the mean difference, its interval with seed and test-set noise and
+    the adjusted verdict."""
+    mean = row[f"{metric}_diff_pp_mean"]
+    if mean is None or pd.isna(mean):
+        return "n/a"
+    low, high = row[f"{metric}_diff_pp_combined_low"], row[f"{metric}_diff_pp_combined_high"]
+    if low is None or pd.isna(low):
+        return f"{signed(mean)} (1 seed: no interval)"
+    return f"{signed(mean)} [{signed(low)}, {signed(high)}] {row[f'{metric}_diff_pp_verdict']}"
+
+
+def paired_caption(group: pd.DataFrame, reference: str) -> str:
+    """What one reference's table adjusted for and which margins it used."""
+    margins = ", ".join(f"{metric.replace('mAP_', '')} ±{float(group[f'{metric}_diff_pp_margin'].iloc[0]):g}"
+                        for metric in PAIRED_METRICS)
+    size = int(group["family_size"].max()) if len(group) else 0
+    tested = ("test-set noise from a paired bootstrap over test videos" if group[
+        [f"{m}_diff_pp_se_test" for m in PAIRED_METRICS]].notna().any().any() else "seed noise only (no bootstrap)")
+    return (f"Reference {reference}: verdicts Holm-adjusted over the {size} differences of this table at 5%; "
+            f"equivalence margins in pp: {margins}; intervals with {tested}.")
+
+
+def paired_console_lines(summary: pd.DataFrame) -> list[str]:
+    """The paired differences as ``meid-bench report`` prints them: per split and reference, one line per method
+    and metric with the combined interval, the adjusted verdict and the margin."""
+    lines: list[str] = []
+    for (benchmark, checksum, reference), group in summary.groupby(["benchmark", "split_checksum", "reference"],
+                                                                   sort=False):
+        lines.append(f"{benchmark} ({str(checksum)[:12]}), method − {reference}, pp: {paired_caption(group, reference)}")
+        width = max(len(str(m)) for m in group["method"])
+        for _, row in group.iterrows():
+            for metric in PAIRED_METRICS:
+                margin = row[f"{metric}_diff_pp_margin"]
+                lines.append(f"  {str(row['method']):<{width}}  {metric:<10}  {combined(row, metric)}"
+                             f"  (margin ±{float(margin):g}, {int(row['seeds'])} seeds)")
+    return lines
+
+
 def interval(row: pd.Series, metric: str) -> str:
     """``+1.23 [−0.40, +2.86]``: a paired mean difference with its 95% interval (or the note why none)."""
     mean = row[f"{metric}_diff_pp_mean"]
@@ -151,9 +193,10 @@ def run_headers(section: SplitSection) -> list[str]:
 
 
 def paired_tables(section: SplitSection, summary: pd.DataFrame,
-                  by_seed: pd.DataFrame) -> list[tuple[str, list[tuple[bool, list[str]]]]]:
-    """Per reference method of the split: its rows, ``(is_mean_row, cells)``; each method's seeds (method, seed,
-    the four differences) and then, for two seeds or more, its mean with the 95% interval."""
+                  by_seed: pd.DataFrame) -> list[tuple[str, str, list[tuple[bool, list[str]]]]]:
+    """Per reference method of the split: its caption and rows, ``(is_mean_row, cells)``; each method's seeds
+    (method, seed, the four differences) and then, for two seeds or more, its mean with the combined 95% interval
+    and verdict, and the seed-only interval."""
     mine = summary[summary["split_checksum"] == section.split.checksum]
     seeds = by_seed[by_seed["split_checksum"] == section.split.checksum]
     tables = []
@@ -164,8 +207,11 @@ def paired_tables(section: SplitSection, summary: pd.DataFrame,
             rows += [(False, [str(row["method"]), str(pair["seed"])]
                       + [signed(pair[f"{m}_diff_pp"]) for m in PAIRED_METRICS]) for _, pair in pairs.iterrows()]
             if int(row["seeds"]) > 1:
-                rows.append((True, [str(row["method"]), "mean [95% CI]"] + [interval(row, m) for m in PAIRED_METRICS]))
-        tables.append((str(reference), rows))
+                rows.append((True, [str(row["method"]), "mean [95% CI] verdict"]
+                             + [combined(row, m) for m in PAIRED_METRICS]))
+                rows.append((False, [str(row["method"]), "seeds only [95% CI]"]
+                             + [interval(row, m) for m in PAIRED_METRICS]))
+        tables.append((str(reference), paired_caption(group, str(reference)), rows))
     return tables
 
 
@@ -211,8 +257,8 @@ def _paired_markdown(section: SplitSection, summary: pd.DataFrame, by_seed: pd.D
     if not tables:
         return []
     lines = ["### Paired differences (test, percentage points)", "", PAIRED_NOTE, ""]
-    for reference, rows in tables:
+    for reference, caption, rows in tables:
         cells = [[f"**{c}**" if mean and i < 2 else c for i, c in enumerate(row)] for mean, row in rows]
-        lines += [f"Reference: **{_md(reference)}**", ""]
+        lines += [f"Reference: **{_md(reference)}**. {_md(caption)}", ""]
         lines += _md_table(paired_headers(section, reference), cells, 2)
     return lines
