@@ -84,10 +84,11 @@ def pack(split_dir: Path, source: Path, fmt: str, out: Path, dtype: str, workers
 @click.option("--split", "split_dir", required=True, type=click.Path(path_type=Path), help="Split folder.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Feature store to write [default: SPLIT/features.h5, what `meid-bench train` loads].")
-@click.option("--version", "version", type=click.IntRange(1, 2), default=1, show_default=True,
-              help="Simulator version: 1, or 2 (composed classes, temporal order, mirrored verbs; docs/features.md).")
+@click.option("--version", "version", type=click.IntRange(1, 3), default=1, show_default=True,
+              help="Simulator version: 1, 2 (composed classes, temporal order, mirrored verbs) or 3 (v2 whose "
+                   "mirrored pairs differ only in order); docs/features.md.")
 @click.option("--annotations", type=click.Path(path_type=Path), default=None,
-              help="Charades annotation folder with the class mapping, verb and object files (v2 on "
+              help="Charades annotation folder with the class mapping, verb and object files (v2 and v3 on "
                    "CharadesLT / CharadesEgoLT).")
 @click.option("--dim", type=int, default=256, show_default=True, help="Feature dimension.")
 @click.option("--fps", type=float, default=4.0, show_default=True, help="Simulated frames per second.")
