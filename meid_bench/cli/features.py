@@ -193,18 +193,24 @@ def info(store_path: Path, split_dir: Path | None) -> None:
 @click.option("--alone", is_flag=True,
               help="With --mirrored-pairs: only frames on which the pair's class is the one active class (needs "
                    "per-frame labels).")
+@click.option("--whole-video", is_flag=True,
+              help="With --mirrored-pairs: whole videos (60 evenly spaced frames, no segment boundaries), the "
+                   "ceiling a video-level model can reach; mean-only, order-blind and order-aware descriptors.")
 def probe(split_dir: Path, store_path: Path | None, train_subset: str, eval_subset: str, mirrored_pairs: bool,
-          annotations: Path | None, alone: bool) -> None:
+          annotations: Path | None, alone: bool, whole_video: bool) -> None:
     """Linear probe on mean-pooled features: per-group mAP against chance (a sanity check of a store).
 
     With --mirrored-pairs: for each mirrored class pair, a probe on the frames of one segment tells the two
     classes apart from order-blind [mean, |second half - first half|] and from order-aware [mean, second half -
     first half] descriptors of the same size; AP averaged over pairs, and the order gain with its 95% interval.
+    With --whole-video as well: the same on whole videos showing one class of the pair (60 evenly spaced frames,
+    halves of the video instead of the segment), plus a mean-only descriptor.
 
     \b
     Examples:
       meid-bench features probe --split splits/charadeslt
       meid-bench features probe --split splits/charadeslt --mirrored-pairs --annotations data/charades
+      meid-bench features probe --split splits/charadeslt --mirrored-pairs --whole-video --annotations data/charades
     """
     from meid_bench.build.features import default_feature_path
     from meid_bench.build.features.probe import linear_probe
@@ -214,12 +220,23 @@ def probe(split_dir: Path, store_path: Path | None, train_subset: str, eval_subs
     split = load_split(split_dir)
     store = FeatureStore(default_feature_path(split_dir) if store_path is None else store_path)
     store.check_split(split, subsets=(train_subset, eval_subset))
-    if alone and not mirrored_pairs:
-        raise click.UsageError("--alone applies to --mirrored-pairs only")
+    if (alone or whole_video) and not mirrored_pairs:
+        raise click.UsageError(f"{'--alone' if alone else '--whole-video'} applies to --mirrored-pairs only")
+    if alone and whole_video:
+        raise click.UsageError("--alone and --whole-video exclude each other: --alone keeps frames inside segments")
     if mirrored_pairs:
-        from meid_bench.build.features.probe import mirrored_pair_probe, mirrored_pairs_of
+        from meid_bench.build.features.probe import mirrored_pair_probe, mirrored_pairs_of, whole_video_pair_probe
 
         pairs = mirrored_pairs_of(store, [str(k) for k in split.classes["class_key"]], annotations)
+        if whole_video:
+            found = whole_video_pair_probe(split, store, pairs, train_subset, eval_subset)
+            low, high = found["order_gain_ci95"]
+            interval = f"[95% CI {low:+.3f}, {high:+.3f}]" if found["pairs"] > 1 else "(one pair: no interval)"
+            click.echo(f"mirrored-pair probe on whole videos, 60 evenly spaced frames ({train_subset} -> "
+                       f"{eval_subset}, {found['pairs']} pairs): AP mean-only {found['mean_only']:.3f}, order-blind "
+                       f"{found['order_blind']:.3f}, order-aware {found['order_aware']:.3f}, chance "
+                       f"{found['chance']:.3f}; order gain {found['order_gain']:+.3f} {interval}")
+            return
         found = mirrored_pair_probe(split, store, pairs, train_subset, eval_subset, alone=alone)
         low, high = found["order_gain_ci95"]
         interval = f"[95% CI {low:+.3f}, {high:+.3f}]" if found["pairs"] > 1 else "(one pair: no interval)"
