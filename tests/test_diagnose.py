@@ -48,7 +48,7 @@ def test_diagnose_a_meid_run(meid_run):
     diagnosis = diagnose_run(meid_run)
     assert diagnosis.method == "meid" and diagnosis.pairs_evaluated >= 1
     assert 0.0 <= diagnosis.pair_ap <= 1.0 and 0.0 < diagnosis.pair_chance < 1.0
-    assert diagnosis.cfs_ratio == 0.75 and set(diagnosis.cfs_retention) <= {"tail", "head", "background"}
+    assert diagnosis.cfs_ratio == 0.5 and set(diagnosis.cfs_retention) <= {"tail", "head", "background"}
     assert all(0.0 <= v <= 1.0 for v in diagnosis.cfs_retention.values())
     assert set(diagnosis.background_share) == {"all", "kept"}
     assert set(diagnosis.attention_by_activity) <= {"0", "1", "2", "3+"} and diagnosis.attention_by_activity

@@ -94,8 +94,11 @@ def test_kl_distillation_teaches_expert2_from_expert1s_head_neck_on_the_balanced
     assert model.eval()(batches["instance"]["features"]).aux_loss.item() == 0.0
 
 
-def test_current_defaults_are_the_order_aware_learned_fusion_kl_model():
+def test_current_defaults_are_the_order_aware_model_the_validation_sweep_chose():
+    from meid_bench.models import model_config_class
+
+    defaults = model_config_class("meid")()
+    assert {key: getattr(defaults, key) for key in CURRENT} == CURRENT
     model = make_meid(**CURRENT)
-    assert not hasattr(model, "motion") and hasattr(model, "fusion")
-    first = make_meid()
-    assert hasattr(first, "motion") and not hasattr(first, "fusion")
+    assert not hasattr(model, "motion") and not hasattr(model, "fusion")
+    assert hasattr(make_meid(), "motion") and hasattr(make_meid(fusion="gate_prob"), "fusion")

@@ -61,8 +61,10 @@ def make_batch(seed: int, batch: int = B, frames: int = T, mask: bool = False) -
 
 # The first MEID's forms (difference motion, 50/50 probability fusion, label-routed MMD): the tests written for
 # them build them explicitly; the current defaults are tested under their own names (SWITCHES and below).
-FIRST_MEID = {"motion_form": "difference", "fusion": "mean_prob", "distill_form": "mmd"}
-CURRENT = {"motion_form": "contrast", "fusion": "gate_prob", "distill_form": "kl"}
+FIRST_MEID = {"motion_form": "difference", "fusion": "mean_prob", "fusion_weight": 0.5, "distill_form": "mmd",
+              "distill_weight": 0.1, "cfs_ratio": 0.75}
+CURRENT = {"motion_form": "contrast", "fusion": "mean_prob", "fusion_weight": 0.7, "distill_form": "kl",
+           "distill_weight": 0.03, "cfs_ratio": 0.5}
 
 
 def make_meid(**options) -> MEID:
@@ -169,6 +171,8 @@ def test_meid_gradients_reach_every_parameter_under_every_switch(switches, crite
     expected += ["expert2"] if switches.get("expert2", True) else []
     expected += ["fusion"] if switches.get("expert2", True) and switches.get("fusion") in ("gate_prob", "stack_logit") \
         else []
+    if switches.get("fusion") in ("gate_prob", "stack_logit"):
+        assert 0.0 < switches.get("fusion_weight", 0.5) < 1.0
     assert list(losses) == expected
     assert all(value.shape == () and torch.isfinite(value) for value in losses.values())
     assert_all_parameters_get_gradients(model, sum(losses.values()))

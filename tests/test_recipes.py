@@ -149,7 +149,7 @@ def test_a_minimal_recipe_takes_every_default_and_its_name_from_the_file(tmp_pat
     path = write(tmp_path, "model: {name: meid}\n", "mine.yaml")
     recipe = load_recipe(path)
     assert recipe.name == "mine"
-    assert recipe.model.params.cfs_ratio == 0.75 and recipe.optim.lr == 1e-4 and recipe.eval_every == 1
+    assert recipe.model.params.cfs_ratio == 0.5 and recipe.optim.lr == 1e-4 and recipe.eval_every == 1
     assert load_recipe(str(path)) == recipe
 
 
