@@ -229,7 +229,8 @@ def test_train_frame_sampling_reaches_the_streams(tiny_split, tmp_path, sampling
 
 
 def test_run_json_records_the_benchmark_schedule_and_meid_logs_its_distillation(tiny_split, tmp_path):
-    run = train(TrainOptions(split=tiny_split, recipe="meid", out=tmp_path / "m", epochs=2, device="cpu",
+    # meid_kl_distill: MEID with its distillation on (the meid recipe has it off).
+    run = train(TrainOptions(split=tiny_split, recipe="meid_kl_distill", out=tmp_path / "m", epochs=2, device="cpu",
                              overrides=TINY + ("model.hidden=8",)), echo=lambda _: None)
     recipe = json.loads((run / "run.json").read_text())["recipe"]
     # The charadeslt schedule was applied, then the overrides (--epochs, optim.lr) on top of it.
