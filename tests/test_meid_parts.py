@@ -89,7 +89,8 @@ def test_kl_distillation_teaches_expert2_from_expert1s_head_neck_on_the_balanced
     # Its gradient moves expert 2 and the shared embedding, never expert 1 (the teacher).
     model.zero_grad()
     out.aux_loss.backward()
-    moved = {name.split(".")[0] for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    moved = {name.split(".")[0] for name, p in model.named_parameters()
+             if p.grad is not None and p.grad.abs().sum() > 0}
     assert moved == {"embedding", "motion", "expert2_classifier"}
     assert model.eval()(batches["instance"]["features"]).aux_loss.item() == 0.0
 
