@@ -5,6 +5,10 @@
   difference s_a - s_b for telling a's videos from b's, and of s_b - s_a the other way, averaged over both directions
   and all pairs with videos on both sides. Chance is the mean share of positives. On simulator v2 such pairs differ
   only in temporal order, so order-blind models stay near chance.
+- **Per-expert pair AP** (MEID runs, from the checkpoint on the test videos of the pairs): the same for expert 1's
+  logits, expert 2's and the fused ones; beside it the **whole-video probe ceiling**
+  (meid_bench.build.features.probe.whole_video_pair_probe on the run's store: mean-only, order-blind and
+  order-aware AP), what a video-level model that pools a mean and a half contrast can reach.
 - **Complementary-frame-selection retention** (MEID runs, from the checkpoint): on the chosen subset's videos, the
   share of frames of each kind (tail-class, head-class, background) that expert 2's selection keeps, against
   ``cfs_ratio`` for a random selection; and the share of background among all frames and among the kept ones.
@@ -53,6 +57,8 @@ class Diagnosis:
     background_share: dict[str, float] | None = None  # {"all": share of all frames, "kept": of the kept frames}
     attention_by_activity: dict[str, float] | None = None
     attention_norm_spearman: float | None = None
+    expert_pair_ap: dict[str, float] | None = None  # MEID: {"expert1", "expert2", "fused"}
+    pair_ceiling: dict[str, float] | None = None  # the whole-video probe: {"mean_only", "order_blind", "order_aware"}
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,13 +118,8 @@ def _frame_activity(store: FeatureStore, split: Split, subset: str) -> list[np.n
     return out
 
 
-def frame_diagnostics(run: Run, split: Split, store: FeatureStore, subset: str, max_videos: int) -> dict[str, Any]:
-    """CFS retention and attention against activity from the run's best checkpoint (see the module docstring)."""
-    import torch
-    from scipy.stats import spearmanr
-
-    from meid_bench.data import VideoFeatureDataset
-    from meid_bench.models.meid import MEID
+def _best_model(run: Run, split: Split) -> tuple[Any, Any]:
+    """(the run's model at its best checkpoint, in eval mode; its recipe)."""
     from meid_bench.train.checkpoint import load_checkpoint
     from meid_bench.train.config import Recipe
 
@@ -128,6 +129,49 @@ def frame_diagnostics(run: Run, split: Split, store: FeatureStore, subset: str, 
                                 class_groups=split.classes["group"].to_numpy())
     model.load_state_dict(payload["model"])
     model.eval()
+    return model, recipe
+
+
+def expert_pair_ap(run: Run, split: Split, store: FeatureStore, pairs: Sequence[tuple[int, int]]
+                   ) -> dict[str, float] | None:
+    """MEID's pair AP per expert and fused, from the best checkpoint on the test videos showing exactly one class of
+    a pair (the run's evaluation frames); None for other models or MEID without expert 2."""
+    import torch
+
+    from meid_bench.data import VideoFeatureDataset
+    from meid_bench.models.meid import MEID
+
+    model, recipe = _best_model(run, split)
+    if not isinstance(model, MEID) or not model.config.expert2:
+        return None
+    targets = split.multi_hot("test")
+    rows = sorted({int(v) for a, b in pairs for v in np.flatnonzero(targets[:, a] != targets[:, b])})
+    dataset = VideoFeatureDataset(split, store, "test", recipe.data.eval_frames, train=False)
+    logits: dict[str, list[np.ndarray]] = {"expert1": [], "expert2": [], "fused": []}
+    with torch.no_grad():
+        for start in range(0, len(rows), 128):
+            features = torch.stack([dataset[i]["features"] for i in rows[start:start + 128]])
+            out = model(features)
+            logits["expert1"].append(out.extras["expert1_logits"].float().numpy())
+            logits["expert2"].append(out.extras["expert2_logits"].float().numpy())
+            logits["fused"].append(out.logits.float().numpy())
+    found = {}
+    for name, parts in logits.items():
+        value, _, _ = mirrored_pair_ap(np.concatenate(parts), targets[rows], pairs)
+        if value is not None:
+            found[name] = value
+    return found or None
+
+
+def frame_diagnostics(run: Run, split: Split, store: FeatureStore, subset: str, max_videos: int) -> dict[str, Any]:
+    """CFS retention and attention against activity from the run's best checkpoint (see the module docstring)."""
+    import torch
+    from scipy.stats import spearmanr
+
+    from meid_bench.data import VideoFeatureDataset
+    from meid_bench.models.meid import MEID
+
+    model, recipe = _best_model(run, split)
     dataset = VideoFeatureDataset(split, store, subset, recipe.data.train_frames, train=False)
     activity = _frame_activity(store, split, subset)
     tail = split.classes["group"].to_numpy() == "tail"
@@ -178,10 +222,26 @@ def frame_diagnostics(run: Run, split: Split, store: FeatureStore, subset: str, 
     return result
 
 
+_CEILINGS: dict[tuple[str, str, int], dict[str, float]] = {}  # one whole-video probe per store, split and pair set
+
+
+def pair_ceiling(split: Split, store: FeatureStore, pairs: Sequence[tuple[int, int]]) -> dict[str, float]:
+    """The whole-video probe's AP (mean-only, order-blind, order-aware) on the run's store, computed once per store."""
+    from meid_bench.build.features.probe import whole_video_pair_probe
+
+    keys = [str(key) for key in split.classes["class_key"]]
+    cache_key = (str(Path(store.path).resolve()), split.checksum, hash(tuple(pairs)))
+    if cache_key not in _CEILINGS:
+        found = whole_video_pair_probe(split, store, [(keys[a], keys[b]) for a, b in pairs])
+        _CEILINGS[cache_key] = {name: found[name] for name in ("mean_only", "order_blind", "order_aware")}
+    return _CEILINGS[cache_key]
+
+
 def diagnose_run(run_dir: str | os.PathLike, annotations: str | os.PathLike | None = None, subset: str = "train",
-                 max_videos: int = 2000, frames: bool = True, split_override: str | os.PathLike | None = None
-                 ) -> Diagnosis:
-    """Every diagnostic that applies to the run in ``run_dir``."""
+                 max_videos: int = 2000, frames: bool = True, split_override: str | os.PathLike | None = None,
+                 ceiling: bool = True) -> Diagnosis:
+    """Every diagnostic that applies to the run in ``run_dir`` (``frames``: those that load the checkpoint;
+    ``ceiling``: the whole-video probe beside the pair AP)."""
     run = read_run(run_dir)
     split = load_run_split(run, split_override)
     features = run.record.get("features", {})
@@ -209,6 +269,10 @@ def diagnose_run(run_dir: str | os.PathLike, annotations: str | os.PathLike | No
                                       "Charades folder with the class mapping and verb files) for the pair AP")
     else:
         diagnosis.pair_ap, diagnosis.pair_chance, diagnosis.pairs_evaluated = mirrored_pair_ap(scores, targets, pairs)
+        if ceiling and diagnosis.pairs_evaluated:
+            diagnosis.pair_ceiling = pair_ceiling(split, store, pairs)
+        if frames and checkpoint.is_file():
+            diagnosis.expert_pair_ap = expert_pair_ap(run, split, store, pairs)
     if frames and checkpoint.is_file():
         found = frame_diagnostics(run, split, store, subset, max_videos)
         for key in ("cfs_retention", "cfs_ratio", "background_share", "attention_by_activity",
@@ -260,6 +324,18 @@ def format_table(diagnoses: Sequence[Diagnosis]) -> str:
         lines.append(f"{d.run[:40]:<40} {pair}  {cfs:<48} {att:<42} {rho}")
     notes = sorted({d.extra["pair_ap"] for d in diagnoses if "pair_ap" in d.extra})
     lines.extend(f"pair AP n/a: {note}" for note in notes)
+    experts = [d for d in diagnoses if d.expert_pair_ap or d.pair_ceiling]
+    if experts:
+        lines.append("")
+        lines.append(f"{'run':<40} {'pair AP: expert 1':>17} {'expert 2':>9} {'fused':>7}   "
+                     "whole-video probe: mean-only / order-blind / order-aware")
+        for d in experts:
+            got = d.expert_pair_ap or {}
+            cells = " ".join(f"{got[k]:{w}.4f}" if k in got else f"{'n/a':>{w}}"
+                             for k, w in (("expert1", 17), ("expert2", 9), ("fused", 7)))
+            ceiling = ("/".join(f"{d.pair_ceiling[k]:.3f}" for k in ("mean_only", "order_blind", "order_aware"))
+                       if d.pair_ceiling else "n/a")
+            lines.append(f"{d.run[:40]:<40} {cells}   {ceiling}")
     return "\n".join(lines)
 
 

@@ -49,12 +49,19 @@ def test_diagnose_a_meid_run(meid_run):
     diagnosis = diagnose_run(meid_run)
     assert diagnosis.method == "meid" and diagnosis.pairs_evaluated >= 1
     assert 0.0 <= diagnosis.pair_ap <= 1.0 and 0.0 < diagnosis.pair_chance < 1.0
-    assert diagnosis.cfs_ratio == 0.75 and set(diagnosis.cfs_retention) <= {"tail", "head", "background"}
+    assert diagnosis.cfs_ratio == 0.5 and set(diagnosis.cfs_retention) <= {"tail", "head", "background"}
     assert all(0.0 <= v <= 1.0 for v in diagnosis.cfs_retention.values())
     assert set(diagnosis.background_share) == {"all", "kept"}
     assert set(diagnosis.attention_by_activity) <= {"0", "1", "2", "3+"} and diagnosis.attention_by_activity
     only_pairs = diagnose_run(meid_run, frames=False)
     assert only_pairs.pair_ap == diagnosis.pair_ap and only_pairs.cfs_retention is None
+    # Per expert from the checkpoint: the fused one is what the run's test predictions give.
+    assert set(diagnosis.expert_pair_ap) == {"expert1", "expert2", "fused"}
+    assert diagnosis.expert_pair_ap["fused"] == pytest.approx(diagnosis.pair_ap, abs=1e-4)
+    assert only_pairs.expert_pair_ap is None
+    assert set(diagnosis.pair_ceiling) == {"mean_only", "order_blind", "order_aware"}
+    assert all(0.0 <= v <= 1.0 for v in diagnosis.pair_ceiling.values())
+    assert diagnose_run(meid_run, frames=False, ceiling=False).pair_ceiling is None
 
 
 def test_diagnose_cli_writes_json_and_needs_pairs(meid_run, tmp_path):
@@ -63,6 +70,8 @@ def test_diagnose_cli_writes_json_and_needs_pairs(meid_run, tmp_path):
     result = runner.invoke(main, ["diagnose", str(meid_run), "--max-videos", "20", "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "pair AP" in result.output and json.loads(out.read_text())["runs"][0]["method"] == "meid"
+    assert "whole-video probe" in result.output and "expert 2" in result.output
+    assert set(json.loads(out.read_text())["runs"][0]["expert_pair_ap"]) == {"expert1", "expert2", "fused"}
     v1 = meid_run.parent / "v1.h5"
     synthesize_features(load_split(meid_run.parent / "split"), v1, SynthConfig(dim=16, fps=1.0))
     record = json.loads((meid_run / "run.json").read_text())

@@ -231,6 +231,30 @@ def test_cli_version_and_annotations(tmp_path, mapping):
                                   str(mapping), "--dim", "8", "--fps", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "simulator v2" in result.output and json.loads(FeatureStore(out).attrs["params"])["version"] == 2
-    bad = runner.invoke(main, ["features", "synth", "--split", str(split_dir), "--version", "3", "--out",
+    bad = runner.invoke(main, ["features", "synth", "--split", str(split_dir), "--version", "4", "--out",
                                str(tmp_path / "x.h5")])
     assert bad.exit_code == 2 and "--version" in bad.output
+
+
+def test_v3_mirrored_pairs_share_their_difficulty_and_every_other_class_keeps_v2s(mapping):
+    keys = [f"c{k:03d}" for k in range(6)]
+    structure = read_class_structure(mapping, keys)
+    rng_for = lambda s, k: _rng(0, s, k)  # noqa: E731
+    v2 = build_class_model(SynthConfig(version=2, dim=16, difficulty_spread=0.5), keys, structure, rng_for)
+    v3 = build_class_model(SynthConfig(version=3, dim=16, difficulty_spread=0.5), keys, structure, rng_for)
+    assert v3.mirrored_pairs == v2.mirrored_pairs == [("c000", "c001"), ("c002", "c003"), ("c004", "c005")]
+    for forwards, backwards in v3.mirrored_pairs:
+        a, b = keys.index(forwards), keys.index(backwards)
+        assert v3.variation[a] == v3.variation[b] == v2.variation[a]  # the pair takes the forwards class's draw
+        assert v2.variation[a] != v2.variation[b]  # v2: each class its own (the order-blind cue v3 removes)
+    np.testing.assert_array_equal(v3.prototypes, v2.prototypes)
+    np.testing.assert_array_equal(v3.directions, v2.directions)
+
+
+def test_cli_writes_v3(tmp_path, mapping):
+    split_dir = make_split(tmp_path / "split", sizes=(5, 2, 2))
+    out = tmp_path / "v3.h5"
+    result = CliRunner().invoke(main, ["features", "synth", "--split", str(split_dir), "--version", "3",
+                                       "--annotations", str(mapping), "--dim", "8", "--fps", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "simulator v3" in result.output and json.loads(FeatureStore(out).attrs["params"])["version"] == 3

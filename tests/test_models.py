@@ -60,8 +60,18 @@ def make_batch(seed: int, batch: int = B, frames: int = T, mask: bool = False) -
     return out
 
 
+# The first MEID's forms (difference motion, 50/50 probability fusion, label-routed MMD): the tests written for
+# them build them explicitly; the current defaults are tested under their own names (SWITCHES and below).
+FIRST_MEID = {"motion_form": "difference", "fusion": "mean_prob", "fusion_weight": 0.5, "distill_form": "mmd",
+              "distill_weight": 0.1, "cfs_ratio": 0.75}
+CURRENT = {"motion_form": "contrast", "fusion": "mean_prob", "fusion_weight": 0.7, "distill_form": "kl",
+           "distill_weight": 0.03, "cfs_ratio": 0.5}
+
+
 def make_meid(**options) -> MEID:
     torch.manual_seed(0)
+    for key, value in FIRST_MEID.items():
+        options.setdefault(key, value)
     options.setdefault("hidden", H)
     model = create_model("meid", input_dim=D, num_classes=C, class_groups=GROUPS, **options)
     assert isinstance(model, MEID)
@@ -140,6 +150,15 @@ SWITCHES = [
     {"expert2": False, "distill_form": "moments"},
     {"fusion": "mean_prob"},
     {"tail_groups": ["medium", "tail"]},
+    CURRENT,
+    {**CURRENT, "motion": False},
+    {**CURRENT, "distill": False},
+    {**CURRENT, "expert2_pooling": "attention"},
+    {"motion_form": "contrast"},
+    {"fusion": "gate_prob"},
+    {"fusion": "stack_logit"},
+    {"distill_form": "kl"},
+    {"expert2": False, "fusion": "gate_prob"},
 ]
 
 
@@ -151,6 +170,10 @@ def test_meid_gradients_reach_every_parameter_under_every_switch(switches, crite
     losses = compute_training_losses(model, two_streams(mask=True), criterion)
     expected = ["expert1"] + (["distill"] if switches.get("distill", True) else [])
     expected += ["expert2"] if switches.get("expert2", True) else []
+    expected += ["fusion"] if switches.get("expert2", True) and switches.get("fusion") in ("gate_prob", "stack_logit") \
+        else []
+    if switches.get("fusion") in ("gate_prob", "stack_logit"):
+        assert 0.0 < switches.get("fusion_weight", 0.5) < 1.0
     assert list(losses) == expected
     assert all(value.shape == () and torch.isfinite(value) for value in losses.values())
     assert_all_parameters_get_gradients(model, sum(losses.values()))
@@ -238,7 +261,7 @@ def test_expert2_sees_the_balanced_batch_and_does_not_train_expert1s_attention(c
     batches = two_streams()
     out = model(batches["instance"]["features"], balanced_features=batches["balanced"]["features"])
     frames = model.embedding(batches["balanced"]["features"])
-    expected, indices = model._expert2(frames, model.attention.weights(frames))
+    expected, indices = model._expert2(frames, model.attention.weights(frames), batches["balanced"]["features"])
     torch.testing.assert_close(out.extras["balanced_logits"], expected)
     assert out.extras["balanced_logits"].shape == (B, C)
     # Changing the instance batch leaves expert 2's logits unchanged.
@@ -375,7 +398,14 @@ def test_create_model_rejects_unknown_names_options_and_wrong_types():
     with pytest.raises(MeidBenchError, match="cfs_ratio: must be in"):
         create_model("meid", input_dim=D, num_classes=C, class_groups=GROUPS, cfs_ratio=0.0)
     with pytest.raises(MeidBenchError, match="fusion: is 'expert2' but expert2 is off"):
-        create_model("meid", input_dim=D, num_classes=C, class_groups=GROUPS, expert2=False, fusion="expert2")
+        create_model("meid", input_dim=D, num_classes=C, class_groups=GROUPS, expert2=False, fusion="expert2",
+                     distill_form="mmd")
+    with pytest.raises(MeidBenchError, match="distill_form: is 'kl' .* but expert2 is off"):
+        create_model("meid", input_dim=D, num_classes=C, class_groups=GROUPS, expert2=False, distill_form="kl")
+    with pytest.raises(MeidBenchError, match="distill_temperature: must be > 0"):
+        create_model("meid", input_dim=D, num_classes=C, class_groups=GROUPS, distill_temperature=0.0)
+    with pytest.raises(MeidBenchError, match="fusion_weight: must be in \\(0, 1\\) for the learned fusion"):
+        create_model("meid", input_dim=D, num_classes=C, class_groups=GROUPS, fusion="gate_prob", fusion_weight=1.0)
     with pytest.raises(MeidBenchError, match="tail_groups"):
         create_model("meid", input_dim=D, num_classes=C, class_groups=GROUPS, tail_groups=["rare"])
 
@@ -417,7 +447,7 @@ def test_shared_work_training_step_equals_embedding_the_selected_frames_again(cr
         inherited = model.attention.weights(model.embedding(balanced["features"]))
     indices = model.select_frames(inherited)
     chosen = balanced["features"].gather(1, indices.unsqueeze(-1).expand(-1, -1, D))
-    logits = model._expert2_head(model.embedding(chosen), inherited, indices)
+    logits = model._expert2_head(model.embedding(chosen), inherited, indices, chosen)
     naive["expert2"] = criterion(logits, balanced["target"], balanced["mask"])
     model.zero_grad()
     sum(naive.values()).backward()
@@ -455,7 +485,7 @@ def test_training_step_passes_frame_labels_where_the_batch_has_them(criterion):
             return super().forward(features, balanced_features, labels, balanced_labels)
 
     torch.manual_seed(0)
-    model = Spy(D, C, model_config_class("meid")(hidden=H), GROUPS == "tail")
+    model = Spy(D, C, model_config_class("meid")(hidden=H, **FIRST_MEID), GROUPS == "tail")
     batches = two_streams()
     batches["balanced"]["frame_labels"] = batches["balanced"]["target"].unsqueeze(1).repeat(1, T, 1)
     step = compute_training_step(model, batches, criterion)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from meid_bench import MeidBenchError, load_split
 from meid_bench.build.features import FeatureStore, SynthConfig, synthesize_features
-from meid_bench.build.features.probe import mirrored_pair_probe, mirrored_pairs_of
+from meid_bench.build.features.probe import mirrored_pair_probe, mirrored_pairs_of, whole_video_pair_probe
 from meid_bench.build.split_io import CLASS_SCHEMA, VIDEO_SCHEMA, write_split
 from meid_bench.build.synthetic import write_synthetic_charades_mapping
 from meid_bench.cli import main
@@ -83,3 +83,32 @@ def test_mirrored_pair_probe_cli_and_its_errors(stores, tmp_path):
     plain = synthesize_features(split, tmp_path / "plain.h5", SynthConfig(dim=8, fps=2.0))
     with pytest.raises(MeidBenchError, match="per-frame labels"):
         mirrored_pair_probe(split, FeatureStore(plain), [("c000", "c001")], alone=True)
+
+
+def test_whole_video_probe_sees_order_only_through_the_halves_on_v2(stores):
+    split, v1, v2, mapping = stores
+    keys = [str(k) for k in split.classes["class_key"]]
+    on_v2 = whole_video_pair_probe(split, v2, mirrored_pairs_of(v2, keys), num_frames=20)
+    assert on_v2["pairs"] == 1 and on_v2["chance"] == pytest.approx(0.5)
+    # No segment boundaries: the mean and |halves| stay near chance, the signed halves rise above them (the segment
+    # fills part of the video, so less than within the segment's own bounds).
+    assert on_v2["mean_only"] < 0.6 and on_v2["order_blind"] < 0.6 and on_v2["order_aware"] > 0.65
+    assert on_v2["order_gain"] > 0.15
+    on_v1 = whole_video_pair_probe(split, v1, mirrored_pairs_of(v1, keys, mapping), num_frames=20)
+    # v1's two classes differ in appearance: the mean tells them apart, and order adds nothing.
+    assert on_v1["mean_only"] > on_v2["mean_only"] + 0.15 and abs(on_v1["order_gain"]) < 0.05
+
+
+def test_whole_video_probe_cli(stores):
+    split, v1, v2, mapping = stores
+    runner = CliRunner()
+    result = runner.invoke(main, ["features", "probe", "--split", str(split.path), "--features", str(v2.path),
+                                  "--mirrored-pairs", "--whole-video"])
+    assert result.exit_code == 0, result.output
+    assert "whole videos" in result.output and "mean-only" in result.output and "order-aware" in result.output
+    misuse = runner.invoke(main, ["features", "probe", "--split", str(split.path), "--features", str(v2.path),
+                                  "--whole-video"])
+    assert misuse.exit_code == 2 and "--mirrored-pairs" in misuse.output
+    both = runner.invoke(main, ["features", "probe", "--split", str(split.path), "--features", str(v2.path),
+                                "--mirrored-pairs", "--whole-video", "--alone"])
+    assert both.exit_code == 2 and "exclude each other" in both.output

@@ -21,9 +21,10 @@ D, C, T, B = 8, 5, 6, 4
 GROUPS = np.array(["head", "head", "medium", "tail", "tail"])
 COUNTS = np.array([500, 300, 120, 40, 5])
 EXPECTED = {
-    "meid", "meid_no_distill", "meid_no_expert2", "meid_random_frames", "meid_no_motion", "late_avg", "attention",
+    "meid", "meid_kl_distill", "meid_no_expert2", "meid_random_frames", "meid_no_motion", "late_avg", "attention",
     "cbs", "srs", "mixup", "framestack", "focal", "cb", "ldam_drw", "eql", "eql_videolt", "attention_cm",
-    "meid_label_blind_distill", "logit_adjusted", "distribution_balanced", "asymmetric",
+    "meid_label_blind_distill", "meid_difference_motion", "meid_mean_fusion", "meid_mmd_distill", "meid_first",
+    "logit_adjusted", "distribution_balanced", "asymmetric",
 }
 
 
@@ -117,11 +118,17 @@ def test_reference_defaults():
 
 
 @pytest.mark.parametrize("ablation, switch", [
-    ("meid_no_distill", {"distill": False}),
     ("meid_no_expert2", {"expert2": False}),
     ("meid_random_frames", {"frame_selection": "random"}),
     ("meid_no_motion", {"motion": False}),
-    ("meid_label_blind_distill", {"distill_routing": "label_blind"}),
+    ("meid_label_blind_distill", {"distill": True, "distill_routing": "label_blind", "distill_form": "mmd",
+                                  "distill_weight": 0.1}),
+    ("meid_difference_motion", {"motion_form": "difference"}),
+    ("meid_mean_fusion", {"fusion_weight": 0.5}),
+    ("meid_kl_distill", {"distill": True}),
+    ("meid_mmd_distill", {"distill": True, "distill_form": "mmd", "distill_weight": 0.1}),
+    ("meid_first", {"motion_form": "difference", "fusion_weight": 0.5, "cfs_ratio": 0.75, "distill": True,
+                    "distill_form": "mmd", "distill_weight": 0.1}),
 ])
 def test_meid_ablations_differ_from_meid_only_in_their_switch(ablation, switch):
     full = load_recipe("meid").to_dict()
@@ -145,7 +152,7 @@ def test_a_minimal_recipe_takes_every_default_and_its_name_from_the_file(tmp_pat
     path = write(tmp_path, "model: {name: meid}\n", "mine.yaml")
     recipe = load_recipe(path)
     assert recipe.name == "mine"
-    assert recipe.model.params.cfs_ratio == 0.75 and recipe.optim.lr == 1e-4 and recipe.eval_every == 1
+    assert recipe.model.params.cfs_ratio == 0.5 and recipe.optim.lr == 1e-4 and recipe.eval_every == 1
     assert load_recipe(str(path)) == recipe
 
 

@@ -244,7 +244,8 @@ def test_train_frame_sampling_reaches_the_streams(tiny_split, tmp_path, sampling
 
 
 def test_run_json_records_the_benchmark_schedule_and_meid_logs_its_distillation(tiny_split, tmp_path):
-    run = train(TrainOptions(split=tiny_split, recipe="meid", out=tmp_path / "m", epochs=2, device="cpu",
+    # meid_kl_distill: MEID with its distillation on (the meid recipe has it off).
+    run = train(TrainOptions(split=tiny_split, recipe="meid_kl_distill", out=tmp_path / "m", epochs=2, device="cpu",
                              overrides=TINY + ("model.hidden=8",)), echo=lambda _: None)
     recipe = json.loads((run / "run.json").read_text())["recipe"]
     # The charadeslt schedule was applied, then the overrides (--epochs, optim.lr) on top of it.
@@ -252,20 +253,25 @@ def test_run_json_records_the_benchmark_schedule_and_meid_logs_its_distillation(
     assert recipe["epochs"] == 2 and recipe["optim"]["lr"] == 3e-3
     assert recipe["optim"]["milestones"] == list(load_recipe("meid").schedules["charadeslt"].milestones)
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    weight = recipe["model"]["distill_weight"]
     for record in log:  # the weighted loss and the raw distance, every epoch
-        assert record["loss_distill"] == pytest.approx(0.1 * record["distill_distance"], rel=1e-4)
+        assert record["loss_distill"] == pytest.approx(weight * record["distill_distance"], rel=1e-4)
         assert record["distill_distance"] > 0
 
 
 def test_frame_labels_reach_meid_only_and_only_from_stores_that_have_them(tiny_split, tmp_path):
     labelled = tmp_path / "labelled.h5"
     synthesize_features(load_split(tiny_split), labelled, SynthConfig(dim=16, fps=1.0), frame_labels=True)
-    meid = Trainer(TrainOptions(**{**tiny_options(tiny_split, tmp_path / "m", "meid").__dict__, "features": labelled}))
-    batch = next(iter(meid.streams["balanced"].epoch(0)))
+    # The label-routed MMD uses labels; MEID's default (kl) distillation compares predictions and needs none.
+    mmd = Trainer(TrainOptions(**{**tiny_options(tiny_split, tmp_path / "m", "meid_mmd_distill").__dict__,
+                                  "features": labelled}))
+    batch = next(iter(mmd.streams["balanced"].epoch(0)))
     assert batch["frame_labels"].shape[:2] == batch["features"].shape[:2]
+    kl = Trainer(TrainOptions(**{**tiny_options(tiny_split, tmp_path / "k", "meid").__dict__, "features": labelled}))
+    assert "frame_labels" not in next(iter(kl.streams["balanced"].epoch(0)))
     late = Trainer(TrainOptions(**{**tiny_options(tiny_split, tmp_path / "l").__dict__, "features": labelled}))
     assert "frame_labels" not in next(iter(late.streams["instance"].epoch(0)))
-    plain = Trainer(tiny_options(tiny_split, tmp_path / "p", "meid"))
+    plain = Trainer(tiny_options(tiny_split, tmp_path / "p", "meid_mmd_distill"))
     assert "frame_labels" not in next(iter(plain.streams["instance"].epoch(0)))
 
 

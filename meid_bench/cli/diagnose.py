@@ -16,17 +16,21 @@ import click
               help="Videos on which frame selection and attention are examined.")
 @click.option("--max-videos", type=click.IntRange(1), default=2000, show_default=True,
               help="At most this many videos of --subset for the frame diagnostics.")
-@click.option("--no-frames", is_flag=True, help="Only the mirrored-pair AP (no checkpoint is loaded).")
+@click.option("--no-frames", is_flag=True, help="Only the mirrored-pair AP from the test predictions (no checkpoint "
+                                               "is loaded: no per-expert pair AP).")
+@click.option("--no-ceiling", is_flag=True, help="Leave out the whole-video probe beside the pair AP.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Also write every figure to this JSON file.")
 @click.option("--force", is_flag=True, help="Replace an existing --json file (only one `diagnose` wrote).")
 def diagnose(run_dirs: tuple[Path, ...], annotations: Path | None, subset: str, max_videos: int, no_frames: bool,
-             json_out: Path | None, force: bool) -> None:
+             no_ceiling: bool, json_out: Path | None, force: bool) -> None:
     """Diagnose trained runs beyond mAP (docs/results.md explains each figure).
 
     \b
     pair AP: among test videos with exactly one class of a mirrored pair (same object, opposite verbs), the AP
-      of the score difference between the pair's classes; chance = share of positives.
+      of the score difference between the pair's classes; chance = share of positives. For MEID also per
+      expert (expert 1, expert 2, fused) from the checkpoint, beside the whole-video probe on the run's store
+      (mean-only / order-blind / order-aware: what a video-level model pooling a mean and a half contrast reaches).
     CFS keeps: share of tail-class / head-class / background frames that MEID's complementary frame selection
       keeps, against its ratio (what a random selection keeps); bg: background's share of all frames -> of kept.
     attention x T: attention weight times frames (1 = uniform) by number of active classes on the frame; rho:
@@ -47,7 +51,8 @@ def diagnose(run_dirs: tuple[Path, ...], annotations: Path | None, subset: str, 
         check_outputs([Output(json_out, "--json", "diagnosis")], inputs, force)
     for run in run_dirs:
         refuse_if_locked(run, "diagnose it")
-    results = [diagnose_run(run, annotations, subset, max_videos, frames=not no_frames) for run in run_dirs]
+    results = [diagnose_run(run, annotations, subset, max_videos, frames=not no_frames, ceiling=not no_ceiling)
+               for run in run_dirs]
     click.echo(format_table(results))
     if json_out is not None:
         click.echo(f"wrote {write_json(json_out, results)}")

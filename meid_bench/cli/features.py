@@ -87,10 +87,11 @@ def pack(split_dir: Path, source: Path, fmt: str, out: Path, dtype: str, workers
 @click.option("--split", "split_dir", required=True, type=click.Path(path_type=Path), help="Split folder.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Feature store to write [default: SPLIT/features.h5, what `meid-bench train` loads].")
-@click.option("--version", "version", type=click.IntRange(1, 2), default=1, show_default=True,
-              help="Simulator version: 1, or 2 (composed classes, temporal order, mirrored verbs; docs/features.md).")
+@click.option("--version", "version", type=click.IntRange(1, 3), default=1, show_default=True,
+              help="Simulator version: 1, 2 (composed classes, temporal order, mirrored verbs) or 3 (v2 whose "
+                   "mirrored pairs differ only in order); docs/features.md.")
 @click.option("--annotations", type=click.Path(path_type=Path), default=None,
-              help="Charades annotation folder with the class mapping, verb and object files (v2 on "
+              help="Charades annotation folder with the class mapping, verb and object files (v2 and v3 on "
                    "CharadesLT / CharadesEgoLT).")
 @click.option("--dim", type=int, default=256, show_default=True, help="Feature dimension.")
 @click.option("--fps", type=float, default=4.0, show_default=True, help="Simulated frames per second.")
@@ -198,18 +199,24 @@ def info(store_path: Path, split_dir: Path | None) -> None:
 @click.option("--alone", is_flag=True,
               help="With --mirrored-pairs: only frames on which the pair's class is the one active class (needs "
                    "per-frame labels).")
+@click.option("--whole-video", is_flag=True,
+              help="With --mirrored-pairs: whole videos (60 evenly spaced frames, no segment boundaries), the "
+                   "ceiling a video-level model can reach; mean-only, order-blind and order-aware descriptors.")
 def probe(split_dir: Path, store_path: Path | None, train_subset: str, eval_subset: str, mirrored_pairs: bool,
-          annotations: Path | None, alone: bool) -> None:
+          annotations: Path | None, alone: bool, whole_video: bool) -> None:
     """Linear probe on mean-pooled features: per-group mAP against chance (a sanity check of a store).
 
     With --mirrored-pairs: for each mirrored class pair, a probe on the frames of one segment tells the two
     classes apart from order-blind [mean, |second half - first half|] and from order-aware [mean, second half -
     first half] descriptors of the same size; AP averaged over pairs, and the order gain with its 95% interval.
+    With --whole-video as well: the same on whole videos showing one class of the pair (60 evenly spaced frames,
+    halves of the video instead of the segment), plus a mean-only descriptor.
 
     \b
     Examples:
       meid-bench features probe --split splits/charadeslt
       meid-bench features probe --split splits/charadeslt --mirrored-pairs --annotations data/charades
+      meid-bench features probe --split splits/charadeslt --mirrored-pairs --whole-video --annotations data/charades
     """
     from meid_bench.build.features import default_feature_path
     from meid_bench.build.features.probe import linear_probe
@@ -224,12 +231,23 @@ def probe(split_dir: Path, store_path: Path | None, train_subset: str, eval_subs
     if train_subset == eval_subset:
         warn(f"--train-subset and --eval-subset are both {train_subset}: the probe is scored on the videos it was "
              "fitted on, so its AP is optimistic (not a held-out result); use --eval-subset test for one")
-    if alone and not mirrored_pairs:
-        raise click.UsageError("--alone applies to --mirrored-pairs only")
+    if (alone or whole_video) and not mirrored_pairs:
+        raise click.UsageError(f"{'--alone' if alone else '--whole-video'} applies to --mirrored-pairs only")
+    if alone and whole_video:
+        raise click.UsageError("--alone and --whole-video exclude each other: --alone keeps frames inside segments")
     if mirrored_pairs:
-        from meid_bench.build.features.probe import mirrored_pair_probe, mirrored_pairs_of
+        from meid_bench.build.features.probe import mirrored_pair_probe, mirrored_pairs_of, whole_video_pair_probe
 
         pairs = mirrored_pairs_of(store, [str(k) for k in split.classes["class_key"]], annotations)
+        if whole_video:
+            found = whole_video_pair_probe(split, store, pairs, train_subset, eval_subset)
+            low, high = found["order_gain_ci95"]
+            interval = f"[95% CI {low:+.3f}, {high:+.3f}]" if found["pairs"] > 1 else "(one pair: no interval)"
+            click.echo(f"mirrored-pair probe on whole videos, 60 evenly spaced frames ({train_subset} -> "
+                       f"{eval_subset}, {found['pairs']} pairs): AP mean-only {found['mean_only']:.3f}, order-blind "
+                       f"{found['order_blind']:.3f}, order-aware {found['order_aware']:.3f}, chance "
+                       f"{found['chance']:.3f}; order gain {found['order_gain']:+.3f} {interval}")
+            return
         found = mirrored_pair_probe(split, store, pairs, train_subset, eval_subset, alone=alone)
         low, high = found["order_gain_ci95"]
         interval = f"[95% CI {low:+.3f}, {high:+.3f}]" if found["pairs"] > 1 else "(one pair: no interval)"

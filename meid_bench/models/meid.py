@@ -13,7 +13,8 @@ Data flow (docs/models.md gives each decision and its reason):
   discrete), complementary frame selection keeps the ``cfs_ratio`` fraction with the LOWEST attention in time
   order, a motion module adds features from the temporal differences of those frames' embeddings, then pooling
   with the inherited attention (or its own, ``expert2_pooling``) and a classifier over all classes;
-- inference: both experts on the same videos, fused (mean of probabilities by default).
+- inference: both experts on the same videos, fused (a weighted mean of probabilities by default, or per-class
+  weights learnt on training data: meid_bench.models.fusion).
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ from meid_bench.models.layers import (
     pool,
 )
 from meid_bench.models import distill as distillation
+from meid_bench.models.fusion import LEARNED_FUSIONS, LearnedFusion, fuse_logits
+from meid_bench.models.motion import MotionModule, distinct_frames, half_contrast
+from meid_bench.models.motion import windowed_differences  # noqa: F401  (re-exported: part of this module's API)
 from meid_bench.models.registry import register_model
 from meid_bench.registry import SplitStats
 
@@ -60,18 +64,21 @@ class MEIDConfig(BaseModelConfig):
     motion_bottleneck: int | None = None  # motion MLP bottleneck; null = hidden // 4
     tail_groups: tuple[str, ...] = ("tail",)  # split groups whose classes the tail neck serves
     distill: bool = True  # internal distillation on/off (ablation)
-    distill_form: distillation.DistillForm = "mmd"
-    distill_weight: float = 0.1
+    distill_form: Literal["mmd", "moments", "kl"] = "kl"  # kl: expert 1's head-neck predictions teach expert 2
+    distill_weight: float = 0.03  # the kl form's best non-zero weight on validation (the recipe turns distill off)
+    distill_temperature: float = 2.0  # kl: T of sigmoid(logit / T) on both sides
     distill_routing: Literal["labels", "label_blind"] = "labels"  # label_blind: the ablation without labels
     distill_frames: int = 128  # frames drawn per side for the distance
     expert2: bool = True  # expert 2 on/off (ablation)
     frame_selection: Literal["complementary", "random"] = "complementary"  # random = ablation
-    cfs_ratio: float = 0.75  # fraction of frames expert 2 keeps (tuned on validation)
+    cfs_ratio: float = 0.5  # fraction of frames expert 2 keeps (tuned on validation)
     motion: bool = True  # motion module on/off (ablation)
+    motion_form: Literal["contrast", "difference"] = "contrast"  # difference: the first MEID's module (ablation)
     motion_span: int = 1  # frames averaged on each side of a motion difference (1: consecutive frames)
     expert2_pooling: Literal["attention", "inherited", "mean"] = "inherited"
-    fusion: Literal["mean_logit", "mean_prob", "expert1", "expert2"] = "mean_prob"
-    fusion_weight: float = 0.5  # weight of expert 2 in the fusion (best on validation)
+    fusion: Literal["mean_logit", "mean_prob", "expert1", "expert2", "gate_prob", "stack_logit"] = "mean_prob"
+    fusion_weight: float = 0.7  # expert 2's weight in the fixed fusions (tuned on validation); the learnt ones start
+    # from it
 
     def problems(self) -> list[tuple[str, str]]:
         found = super().problems()
@@ -92,6 +99,13 @@ class MEIDConfig(BaseModelConfig):
             found.append(("distill_frames", f"must be >= 2, got {self.distill_frames}"))
         if not 0.0 <= self.fusion_weight <= 1.0:
             found.append(("fusion_weight", f"must be in [0, 1], got {self.fusion_weight}"))
+        if self.distill_temperature <= 0.0:
+            found.append(("distill_temperature", f"must be > 0, got {self.distill_temperature}"))
+        if self.distill and self.distill_form == "kl" and not self.expert2:
+            found.append(("distill_form", "is 'kl' (expert 1 teaches expert 2) but expert2 is off; use mmd or moments"))
+        if self.fusion in LEARNED_FUSIONS and not 0.0 < self.fusion_weight < 1.0:
+            found.append(("fusion_weight", f"must be in (0, 1) for the learned fusion {self.fusion!r}, got "
+                                           f"{self.fusion_weight}"))
         if not self.expert2 and self.fusion == "expert2":
             found.append(("fusion", "is 'expert2' but expert2 is off; use fusion: expert1 or turn expert2 on"))
         return found
@@ -123,63 +137,6 @@ def random_frames(batch: int, num_frames: int, keep: int, device: torch.device) 
     """The ablation of complementary selection: ``keep`` distinct random frames per video, in time order."""
     chosen = torch.rand(batch, num_frames, device=device).topk(keep, dim=-1).indices
     return chosen.sort(dim=-1).values
-
-
-class MotionModule(nn.Module):
-    """Motion features for the selected frames: e_t + ReLU(up(ReLU(down(d_t)))) over the selected frames in time order.
-
-    d_t is the mean of the ``span`` selected frames from t on minus the mean of the ``span`` frames before t (windows
-    cut at the ends; zero at the first frame). With span 1 it is the difference of consecutive selected frames
-    e_t - e_{t-1}: how the unsolved part of the video changes. A longer span averages the frame noise away on both
-    sides while a steady change adds up, so slow changes over a segment become visible. A bottleneck MLP (H -> r ->
-    H, r = H/4 by default, as the necks) maps each difference: two H x r products per selected frame instead of one
-    H x H (the step-time goal of docs/performance.md).
-    """
-
-    def __init__(self, hidden: int, bottleneck: int, span: int = 1) -> None:
-        super().__init__()
-        self.span = span
-        self.down = nn.Linear(hidden, bottleneck)
-        self.up = nn.Linear(bottleneck, hidden)
-
-    def forward(self, frames: Tensor) -> Tensor:
-        if self.span == 1:  # the direct difference: cumulative sums would round differently from earlier runs
-            differences = F.pad(frames[:, 1:] - frames[:, :-1], (0, 0, 1, 0))
-        else:
-            differences = windowed_differences(frames, self.span)
-        return frames + F.relu(self.up(F.relu(self.down(differences))))
-
-
-def windowed_differences(frames: Tensor, span: int) -> Tensor:
-    """[B, T, H]: mean of frames t..t+span-1 minus mean of frames t-span..t-1, windows cut at the ends; 0 at t = 0."""
-    length = frames.shape[1]
-    totals = F.pad(frames.cumsum(dim=1), (0, 0, 1, 0))  # totals[:, i] = sum of frames[:, :i]
-    t = torch.arange(length, device=frames.device)
-    after_end, before_start = (t + span).clamp(max=length), (t - span).clamp(min=0)
-    after = (totals[:, after_end] - totals[:, t]) / (after_end - t).unsqueeze(-1).to(frames.dtype)
-    before = (totals[:, t] - totals[:, before_start]) / (t - before_start).clamp(min=1).unsqueeze(-1).to(frames.dtype)
-    differences = after - before
-    differences[:, 0] = 0.0
-    return differences
-
-
-def fuse_logits(expert1: Tensor, expert2: Tensor, mode: str, weight: float) -> Tensor:
-    """Fuse the experts' logits; ``weight`` is expert 2's share. Returns logits (monotone in the fused score)."""
-    if mode == "expert1":
-        return expert1
-    if mode == "expert2":
-        return expert2
-    if mode == "mean_logit":
-        return (1.0 - weight) * expert1 + weight * expert2
-    if mode == "mean_prob":
-        # logit((1-w) sigmoid(a) + w sigmoid(b)) in log space: float32 sigmoid saturates at logits near 17.
-        a, b = expert1.float(), expert2.float()
-        log_w1 = math.log(1.0 - weight) if weight < 1.0 else -math.inf
-        log_w2 = math.log(weight) if weight > 0.0 else -math.inf
-        log_p = torch.logaddexp(log_w1 + F.logsigmoid(a), log_w2 + F.logsigmoid(b))
-        log_q = torch.logaddexp(log_w1 + F.logsigmoid(-a), log_w2 + F.logsigmoid(-b))
-        return log_p - log_q
-    raise ValueError(f"unknown fusion {mode!r}")
 
 
 def bottleneck_of(hidden: int) -> int:
@@ -234,11 +191,15 @@ class MEID(VideoModel):
                 self.expert2_attention = AttentionPooling(
                     hidden, default_attention_hidden(hidden, config.attention_hidden)
                 )
-            if config.motion:
+            contrast = config.motion and config.motion_form == "contrast"
+            if config.motion and not contrast:
                 motion_bottleneck = config.motion_bottleneck if config.motion_bottleneck is not None else bottleneck_of(
                     hidden)
                 self.motion = MotionModule(hidden, motion_bottleneck, config.motion_span)
-            self.expert2_classifier = Classifier(hidden, num_classes)
+            # The contrast form's classifier reads [pooled frames, late-minus-early contrast].
+            self.expert2_classifier = Classifier(2 * hidden if contrast else hidden, num_classes)
+            if config.fusion in LEARNED_FUSIONS:  # without expert 2 there is nothing to fuse
+                self.fusion = LearnedFusion(config.fusion, num_classes, config.fusion_weight)
 
     @classmethod
     def from_options(cls, config: BaseModelConfig, stats: SplitStats, *, input_dim: int) -> "MEID":
@@ -270,7 +231,9 @@ class MEID(VideoModel):
 
     @property
     def needs_labels(self) -> bool:
-        return self.config.distill and self.config.distill_routing == "labels" and self.config.distill_weight > 0
+        config = self.config
+        return config.distill and config.distill_form != "kl" and config.distill_routing == "labels" and \
+            config.distill_weight > 0
 
     def _distillation(self, frames: Tensor, labels: Tensor | None, student_frames: Tensor,
                       student_labels: Tensor | None, student_features: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -316,23 +279,51 @@ class MEID(VideoModel):
             return lowest_attention_frames(inherited_weights, keep)
         return random_frames(batch, num_frames, keep, inherited_weights.device)
 
-    def _expert2(self, frames: Tensor, inherited_weights: Tensor) -> tuple[Tensor, Tensor]:
+    def _expert2(self, hidden: Tensor, inherited_weights: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
+        """Expert 2 on embedded frames before dropout ``hidden`` [B, T, H] of ``features`` [B, T, D]."""
         indices = self.select_frames(inherited_weights)
-        return self._expert2_head(take_frames(frames, indices), inherited_weights, indices), indices
+        return self._expert2_head(take_frames(hidden, indices), inherited_weights, indices,
+                                  take_frames(features, indices)), indices
 
-    def _expert2_head(self, selected: Tensor, inherited_weights: Tensor, indices: Tensor) -> Tensor:
-        """Motion, pooling and classifier over the selected frames' embeddings [B, k, H]."""
-        if self.config.motion:
-            selected = self.motion(selected)
-        pooling = self.config.expert2_pooling
+    def _expert2_head(self, selected: Tensor, inherited_weights: Tensor, indices: Tensor,
+                      selected_features: Tensor) -> Tensor:
+        """Motion, pooling and classifier over the selected frames' embeddings before dropout [B, k, H] (their
+        input features [B, k, D] tell repeated frames apart)."""
+        config = self.config
+        frames = self.embedding.dropout(selected)
+        if config.motion and config.motion_form == "difference":
+            frames = self.motion(frames)  # the first MEID's order of operations: dropout, then differences
+        pooling = config.expert2_pooling
         if pooling == "attention":
-            pooled, _ = self.expert2_attention(selected)
+            pooled, _ = self.expert2_attention(frames)
         elif pooling == "inherited":
             kept = inherited_weights.gather(1, indices)
-            pooled = pool(selected, kept / kept.sum(dim=-1, keepdim=True).clamp_min(1e-12))
+            pooled = pool(frames, kept / kept.sum(dim=-1, keepdim=True).clamp_min(1e-12))
         else:
-            pooled = selected.mean(dim=1)
+            pooled = frames.mean(dim=1)
+        if config.motion and config.motion_form == "contrast":
+            # The contrast is taken before dropout (a fresh mask per frame would add its noise to both halves' means)
+            # and dropped out as one vector per video, like any pooled feature.
+            contrast = half_contrast(selected, distinct_frames(selected_features))
+            pooled = torch.cat([pooled, self.embedding.dropout(contrast)], dim=-1)
         return self.expert2_classifier(pooled)
+
+    def _prediction_distillation(self, balanced: Tensor, balanced_weights: Tensor,
+                                 student_logits: Tensor) -> tuple[Tensor, Tensor]:
+        """(weighted loss, raw value) of the ``kl`` form: on the balanced batch's videos, expert 1's head-neck
+        predictions (the teacher, trained on the instance stream; no dropout, no gradient) teach expert 2 (trained
+        on the balanced stream) on the head-neck classes: per class the binary KL(sigmoid(t / T) || sigmoid(s / T))
+        times T^2, mean over videos and classes."""
+        temperature = self.config.distill_temperature
+        head = ~self.tail_class_mask
+        with torch.no_grad():
+            teacher = self._expert1(balanced, balanced_weights)[:, head].float() / temperature
+        student = student_logits[:, head].float() / temperature
+        p = torch.sigmoid(teacher)
+        kl = p * (F.logsigmoid(teacher) - F.logsigmoid(student)) + \
+            (1.0 - p) * (F.logsigmoid(-teacher) - F.logsigmoid(-student))
+        value = kl.mean() * temperature**2
+        return self.config.distill_weight * value, value.detach()
 
     # -- the model -----------------------------------------------------------------------------------------------
 
@@ -342,18 +333,20 @@ class MEID(VideoModel):
 
         Without ``balanced_features`` (inference): ``logits`` are the fused experts' logits on ``features``.
         With them (a training step): ``logits`` are expert 1's on ``features`` (the instance batch) and
-        ``extras["balanced_logits"]`` expert 2's on ``balanced_features`` (the class-balanced batch).
-        ``labels`` / ``balanced_labels`` (targets [B, C] or per-frame labels [B, T, C] of the two batches) route
-        the distillation; ``aux_loss`` is the weighted distillation loss in training mode, zero in eval mode, and
-        ``extras["distill_distance"]`` its unweighted, detached value.
+        ``extras["balanced_logits"]`` expert 2's on ``balanced_features`` (the class-balanced batch); with a learned
+        fusion, ``extras["fusion_logits"]`` are the fusion's on the instance batch from both experts' detached logits
+        without dropout. ``labels`` / ``balanced_labels`` (targets [B, C] or per-frame labels [B, T, C] of the two
+        batches) route the frame-level distillation; ``aux_loss`` is the weighted distillation loss in training
+        mode, zero in eval mode, and ``extras["distill_distance"]`` its unweighted, detached value.
         """
+        config = self.config
         hidden = self.embedding.activations(features)
         frames = self.embedding.dropout(hidden)
         weights = self.attention.weights(frames)
         expert1_logits = self._expert1(frames, weights)
         extras: dict[str, Tensor] = {"attention": weights, "expert1_logits": expert1_logits}
         aux = expert1_logits.new_zeros((), dtype=torch.float32)
-        train_expert2 = self.config.expert2 and balanced_features is not None
+        train_expert2 = config.expert2 and balanced_features is not None
         if train_expert2:
             # Shared work once: the balanced batch is embedded once (before dropout, without gradient) for expert
             # 1's attention (selection is discrete, so expert 2 never trains expert 1's attention), expert 2's
@@ -364,23 +357,42 @@ class MEID(VideoModel):
                 balanced = self.embedding.activations(balanced_features)
                 balanced_weights = self.attention.weights(balanced)
             indices = self.select_frames(balanced_weights)
-            selected = self.embedding.rows_with_gradient(take_frames(balanced_features, indices),
-                                                         take_frames(balanced, indices))
-            selected = self.embedding.dropout(selected)
-            extras.update(balanced_logits=self._expert2_head(selected, balanced_weights, indices),
-                          balanced_attention=balanced_weights, balanced_selected_frames=indices)
-        if self.training and self.config.distill and self.config.distill_weight > 0:
-            if train_expert2:
-                student = (balanced, balanced_labels, balanced_features)
+            selected_features = take_frames(balanced_features, indices)
+            selected = self.embedding.rows_with_gradient(selected_features, take_frames(balanced, indices))
+            balanced_logits = self._expert2_head(selected, balanced_weights, indices, selected_features)
+            extras.update(balanced_logits=balanced_logits, balanced_attention=balanced_weights,
+                          balanced_selected_frames=indices)
+        if self.training and config.distill and config.distill_weight > 0:
+            if config.distill_form == "kl":
+                if train_expert2:  # the kl form exists only between the two experts on the balanced batch
+                    aux, extras["distill_distance"] = self._prediction_distillation(balanced, balanced_weights,
+                                                                                    balanced_logits)
             else:
-                # Without expert 2 there is no balanced stream: the student frames come from the instance batch.
-                student = (hidden, labels, None)
-            aux, extras["distill_distance"] = self._distillation(frames, labels, *student)
-        if train_expert2 or not self.config.expert2:
+                if train_expert2:
+                    student = (balanced, balanced_labels, balanced_features)
+                else:
+                    # Without expert 2 there is no balanced stream: the student frames come from the instance batch.
+                    student = (hidden, labels, None)
+                aux, extras["distill_distance"] = self._distillation(frames, labels, *student)
+        if train_expert2 and config.fusion in LEARNED_FUSIONS:
+            # The fusion learns on the instance batch (the long-tailed distribution that validation and test share)
+            # from both experts as inference sees them: no dropout, no gradient into the experts.
+            with torch.no_grad():
+                clean_weights = self.attention.weights(hidden)
+                clean1 = self._expert1(hidden, clean_weights)
+                was_training = self.embedding.dropout.training
+                self.embedding.dropout.train(False)
+                clean2, _ = self._expert2(hidden, clean_weights, features)
+                self.embedding.dropout.train(was_training)
+            extras["fusion_logits"] = self.fusion(clean1, clean2)
+        if train_expert2 or not config.expert2:
             return ModelOutput(expert1_logits, aux, extras)
-        expert2_logits, indices = self._expert2(frames, weights.detach())
+        expert2_logits, indices = self._expert2(hidden, weights.detach(), features)
         extras.update(expert2_logits=expert2_logits, selected_frames=indices)
-        fused = fuse_logits(expert1_logits, expert2_logits, self.config.fusion, self.config.fusion_weight)
+        if config.fusion in LEARNED_FUSIONS:
+            fused = self.fusion(expert1_logits, expert2_logits)
+        else:
+            fused = fuse_logits(expert1_logits, expert2_logits, config.fusion, config.fusion_weight)
         return ModelOutput(fused, aux, extras)
 
     def losses_from_output(
@@ -392,4 +404,6 @@ class MEID(VideoModel):
             losses["distill"] = output.aux_loss
         if self.config.expert2:
             losses["expert2"] = balanced_stream_loss(output, batches, criterion, "MEID")
+            if self.config.fusion in LEARNED_FUSIONS:
+                losses["fusion"] = criterion(output.extras["fusion_logits"], instance["target"], instance.get("mask"))
         return losses

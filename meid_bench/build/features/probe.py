@@ -166,10 +166,83 @@ def mirrored_pair_probe(split: Any, store: Any, pairs: list[tuple[str, str]], tr
     if not results["chance"]:
         raise MeidBenchError(f"{split.path}: no mirrored pair has segments of both classes in {train_subset} and "
                              f"{eval_subset}")
+    gain = np.array(results["order_aware"]) - np.array(results["order_blind"])
+    return {"pairs": len(gain), **{k: float(np.mean(v)) for k, v in results.items()},
+            "order_gain": float(gain.mean()), "order_gain_ci95": _t_interval(gain)}
+
+
+WHOLE_VIDEO_FRAMES = 60  # frames per video of the whole-video probe: the reduced-scale evaluation's eval_frames
+
+
+def whole_video_descriptors(store: Any, video_ids: Any, num_frames: int = WHOLE_VIDEO_FRAMES
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """Per video, from ``num_frames`` evenly spaced frames (the evaluation's rule, frame floor((k + 0.5) T / n);
+    repeats in short videos): the mean, and the mean of the second half minus the mean of the first half."""
+    means, halves = [], []
+    middle = num_frames // 2
+    for video_id in video_ids:
+        frames = store.read(video_id)
+        picked = np.floor((np.arange(num_frames) + 0.5) * (len(frames) / num_frames)).astype(np.int64)
+        chosen = frames[picked].astype(np.float64)
+        means.append(chosen.mean(axis=0))
+        halves.append(chosen[middle:].mean(axis=0) - chosen[:middle].mean(axis=0))
+    return np.stack(means), np.stack(halves)
+
+
+def whole_video_pair_probe(split: Any, store: Any, pairs: list[tuple[str, str]], train_subset: str = "train",
+                           eval_subset: str = "test", ridge: float = 1.0,
+                           num_frames: int = WHOLE_VIDEO_FRAMES) -> dict[str, Any]:
+    """The mirrored-pair control at the level a video model works at: no segment boundaries.
+
+    Each video is described by ``num_frames`` evenly spaced frames (as a model is evaluated); per pair, a ridge
+    classifier on the videos labelled with exactly one of the two classes (the videos the models' pair AP is
+    measured on, meid_bench.diagnose) from three descriptors: mean-only [mean], order-blind [mean, |second half -
+    first half|] and order-aware [mean, second half - first half]. AP both ways, averaged over the pairs with
+    videos of both classes in both subsets. What the order-aware descriptor reaches is a ceiling for a video-level
+    model that pools a mean and one half contrast (per pair, with the pair's own classifier); ``order_gain`` is
+    order-aware minus order-blind AP with its 95% t-interval over pairs.
+    """
+    keys = [str(k) for k in split.classes["class_key"]]
+    index = {key: i for i, key in enumerate(keys)}
+    pairs_idx = [(index[a], index[b]) for a, b in pairs if a in index and b in index]
+    if not pairs_idx:
+        raise MeidBenchError(f"{split.path}: none of the {len(pairs)} mirrored pairs has both classes in the split")
+    subsets = {}
+    for subset in (train_subset, eval_subset):
+        targets = split.multi_hot(subset)
+        ids = list(split.table(subset)["video_id"])
+        wanted = sorted({v for a, b in pairs_idx for v in np.flatnonzero(targets[:, a] != targets[:, b])})
+        means, halves = whole_video_descriptors(store, [ids[v] for v in wanted], num_frames) if wanted else \
+            (np.zeros((0, store.dim)), np.zeros((0, store.dim)))
+        subsets[subset] = (targets[wanted], means, halves)
+    results: dict[str, list[float]] = {"mean_only": [], "order_blind": [], "order_aware": [], "chance": []}
+    descriptors = (("mean_only", lambda m, h: m), ("order_blind", lambda m, h: np.hstack([m, np.abs(h)])),
+                   ("order_aware", lambda m, h: np.hstack([m, h])))
+    for a, b in pairs_idx:
+        (fit_y, fit_m, fit_h), (eval_y, eval_m, eval_h) = subsets[train_subset], subsets[eval_subset]
+        fit = (fit_y[:, a] > 0) != (fit_y[:, b] > 0)
+        score = (eval_y[:, a] > 0) != (eval_y[:, b] > 0)
+        is_a_fit, is_a = fit_y[fit, a] > 0, eval_y[score, a] > 0
+        if is_a_fit.all() or not is_a_fit.any() or is_a.all() or not is_a.any():
+            continue
+        for name, describe in descriptors:
+            s = ridge_scores(describe(fit_m[fit], fit_h[fit]), np.where(is_a_fit, 1.0, -1.0),
+                             describe(eval_m[score], eval_h[score]), ridge)
+            results[name].append((average_precision(s, is_a) + average_precision(-s, ~is_a)) / 2)
+        results["chance"].append((is_a.mean() + (~is_a).mean()) / 2)
+    if not results["chance"]:
+        raise MeidBenchError(f"{split.path}: no mirrored pair has videos of only one of its classes, of both "
+                             f"classes, in {train_subset} and {eval_subset}")
+    gain = np.array(results["order_aware"]) - np.array(results["order_blind"])
+    return {"pairs": len(gain), **{k: float(np.mean(v)) for k, v in results.items()},
+            "order_gain": float(gain.mean()), "order_gain_ci95": _t_interval(gain)}
+
+
+def _t_interval(values: np.ndarray) -> tuple[float, float]:
+    """The 95% t-interval of the mean of ``values`` (NaN for fewer than two)."""
     from scipy.stats import t as student_t
 
-    gain = np.array(results["order_aware"]) - np.array(results["order_blind"])
-    half = (float(student_t.ppf(0.975, len(gain) - 1) * gain.std(ddof=1) / np.sqrt(len(gain)))
-            if len(gain) > 1 else float("nan"))
-    return {"pairs": len(gain), **{k: float(np.mean(v)) for k, v in results.items()},
-            "order_gain": float(gain.mean()), "order_gain_ci95": (float(gain.mean() - half), float(gain.mean() + half))}
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    half = float(student_t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    return float(values.mean() - half), float(values.mean() + half)

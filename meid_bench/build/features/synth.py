@@ -1,8 +1,9 @@
 """The proxy-feature simulator: SIMULATED frame features driven by a split's real temporal annotations.
 
-Two versions (``SynthConfig.version``, recorded in the store): v1, described here, and v2
+Three versions (``SynthConfig.version``, recorded in the store): v1, described here, v2
 (:mod:`meid_bench.build.features.synth_v2`: composed classes, temporal signatures mirrored for opposite verbs,
-correlated noise, count-invariant frame norms, per-class difficulty). v1 stays byte-for-byte reproducible.
+correlated noise, count-invariant frame norms, per-class difficulty) and v3 (v2 whose mirrored pairs also share
+their difficulty, so they differ only in order). v1 and v2 stay byte-for-byte reproducible.
 
 No video is looked at. Each video becomes ``round(duration * fps)`` frames; frame ``t`` (centre time
 ``(t + 0.5) / fps``) is the sum of
@@ -45,8 +46,8 @@ _CONTEXT_COLUMNS = ("scene", "subject")
 
 V1_KNOBS = ("dim", "fps", "seed", "noise", "prototype_scale", "instance_scale", "class_overlap", "context_scale",
             "background_scale", "default_duration", "dtype")  # a v1 store records exactly these (its bytes stay v1's)
-VERSIONS = (1, 2)
-CHARADES_BENCHMARKS = ("charadeslt", "charadesegolt")  # v2 composes their classes from the Charades mapping
+VERSIONS = (1, 2, 3)
+CHARADES_BENCHMARKS = ("charadeslt", "charadesegolt")  # v2 and v3 compose their classes from the Charades mapping
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class SynthConfig:
     difficulty_spread: float = 0.4  # v2: per-class variation scale exp(spread * z), z ~ N(0, 1) per class key
 
     def params(self) -> dict[str, Any]:
-        """The knobs a store records: v1's exactly as v1 recorded them; v2 adds ``version`` and its own."""
+        """The knobs a store records: v1's exactly as v1 recorded them; v2 and v3 add ``version`` and their own."""
         if self.version == 1:
             return {name: getattr(self, name) for name in V1_KNOBS}
         return asdict(self)
@@ -182,7 +183,7 @@ def synthesize_features(split: Any, out: str | os.PathLike, config: SynthConfig 
                         progress: Callable[[int], None] | None = None) -> Path:
     """Write a simulated feature store for every video of ``split`` (train, val, test order). Returns the path.
 
-    ``annotations``: the folder with the Charades class mapping, for v2 on CharadesLT / CharadesEgoLT (required
+    ``annotations``: the folder with the Charades class mapping, for v2 and v3 on CharadesLT / CharadesEgoLT (required
     there); v1 ignores it.
     """
     config.validate()
@@ -227,7 +228,7 @@ def _v2_generator(config: SynthConfig, split: Any, background: np.ndarray, conte
     if annotations is not None:
         structure = synth_v2.read_class_structure(annotations, class_keys)
     elif benchmark in CHARADES_BENCHMARKS:
-        raise MeidBenchError(f"simulator v2 on {benchmark} composes classes from the Charades class mapping: pass "
+        raise MeidBenchError(f"simulator v{config.version} on {benchmark} composes classes from the Charades class mapping: pass "
                              f"--annotations DIR, the folder with {synth_v2.MAPPING_FILE}, {synth_v2.VERB_FILE} and "
                              f"{synth_v2.OBJECT_FILE}")
     model = synth_v2.build_class_model(config, class_keys, structure, lambda stream, key: _rng(config.seed, stream,

@@ -20,6 +20,12 @@ is made, so that the properties real video features have, and that MEID's parts 
 - **Per-class difficulty independent of frequency**: each class's per-video variation is scaled by
   exp(``difficulty_spread`` z), z ~ N(0, 1) drawn from the class key, not from its rank or count.
 
+**Version 3** is v2 with one change: the two classes of a mirrored pair draw their difficulty z from the pair's
+key, not each from its own. In v2 the pair's variation scales differed (a median ratio of about 0.76), and since
+every action frame is scaled to one norm, so did the effective amplitude of their shared prototype: an order-blind
+cue. In v3 the two classes' frames differ in nothing but the direction of their course, so only order separates
+them. Every other class, and every random stream, is v2's.
+
 Benchmarks without the Charades mapping (VideoLT) fall back to v1's prototypes with no verb signature; the other
 mechanisms apply. Every random stream is keyed by the seed and by content (video id, class key, object and verb
 ids), so the same split, annotations and knobs give the same bytes.
@@ -131,14 +137,18 @@ class ClassModel:
 
 def build_class_model(config: Any, class_keys: list[str], structure: ClassStructure | None, rng_for) -> ClassModel:
     """Prototypes of norm ``prototype_scale``; ``class_overlap`` of a prototype's energy shared (half object, half
-    verb with the mapping; v1's common factors without it)."""
+    verb with the mapping; v1's common factors without it). From ``config.version`` 3 on, the two classes of a
+    mirrored pair share their difficulty (drawn from the pair's key: the forwards class's)."""
     dim, count = config.dim, len(class_keys)
-    z = np.array([rng_for(22, f"difficulty:{key}").standard_normal() for key in class_keys])
+    pairs = structure.mirrored_pairs(class_keys) if structure is not None else []
+    difficulty_key = {key: key for key in class_keys}
+    if getattr(config, "version", 2) >= 3:
+        difficulty_key.update({backwards: forwards for forwards, backwards in pairs})
+    z = np.array([rng_for(22, f"difficulty:{difficulty_key[key]}").standard_normal() for key in class_keys])
     variation = config.instance_scale * np.exp(config.difficulty_spread * z)
     if structure is None:
         return ClassModel(class_prototypes(config, count), None, np.ones(count), variation, [])
     canon = [structure.canonical_verb(verb) for verb in structure.verbs]
-    pairs = structure.mirrored_pairs(class_keys)
     mirrored = {key for pair in pairs for key in pair}
     prototypes = np.empty((count, dim))
     directions = np.empty((count, dim))
