@@ -103,13 +103,19 @@ def mean_std(mean: object, std: object) -> str:
 def combined(row: pd.Series, metric: str) -> str:
     """``+1.23 [−0.40, +2.86] inconclusive``: the mean difference, its interval with seed and test-set noise and
     the adjusted verdict."""
+    return _difference(row, metric, "combined", row[f"{metric}_diff_pp_verdict"])
+
+
+def _difference(row: pd.Series, metric: str, interval_kind: str, verdict: object = None) -> str:
+    """A paired mean difference with the interval ``<metric>_diff_pp_<interval_kind>_{low,high}`` (and a verdict),
+    or the note why it has none."""
     mean = row[f"{metric}_diff_pp_mean"]
     if mean is None or pd.isna(mean):
         return "n/a"
-    low, high = row[f"{metric}_diff_pp_combined_low"], row[f"{metric}_diff_pp_combined_high"]
+    low, high = row[f"{metric}_diff_pp_{interval_kind}_low"], row[f"{metric}_diff_pp_{interval_kind}_high"]
     if low is None or pd.isna(low):
         return f"{signed(mean)} (1 seed: no interval)"
-    return f"{signed(mean)} [{signed(low)}, {signed(high)}] {row[f'{metric}_diff_pp_verdict']}"
+    return f"{signed(mean)} [{signed(low)}, {signed(high)}]" + (f" {verdict}" if verdict is not None else "")
 
 
 def paired_caption(group: pd.DataFrame, reference: str) -> str:
@@ -140,14 +146,8 @@ def paired_console_lines(summary: pd.DataFrame) -> list[str]:
 
 
 def interval(row: pd.Series, metric: str) -> str:
-    """``+1.23 [−0.40, +2.86]``: a paired mean difference with its 95% interval (or the note why none)."""
-    mean = row[f"{metric}_diff_pp_mean"]
-    if mean is None or pd.isna(mean):
-        return "n/a"
-    low, high = row[f"{metric}_diff_pp_ci95_low"], row[f"{metric}_diff_pp_ci95_high"]
-    if low is None or pd.isna(low):
-        return f"{signed(mean)} (1 seed: no interval)"
-    return f"{signed(mean)} [{signed(low)}, {signed(high)}]"
+    """``+1.23 [−0.40, +2.86]``: a paired mean difference with its seed-only 95% interval (or the note why none)."""
+    return _difference(row, metric, "ci95")
 
 
 def metric_headers(section: SplitSection, unit: str = "%") -> list[str]:

@@ -414,18 +414,25 @@ def list_recipes() -> list[str]:
     return names
 
 
+def _looks_like_path(text: str) -> bool:
+    return Path(text).suffix in RECIPE_SUFFIXES or "/" in text or os.sep in text
+
+
 def resolve_recipe_path(name_or_path: str | os.PathLike[str]) -> Path:
     """A path as given when it looks like one (has a .yaml/.yml suffix or a folder part), else recipes/<name>.yaml."""
     text = os.fspath(name_or_path)
-    path = Path(text)
-    if path.suffix in RECIPE_SUFFIXES or "/" in text or os.sep in text:
+    if _looks_like_path(text):
+        path = Path(text)
         if not path.is_file():
             raise MeidBenchError(f"{path}: recipe file not found; pass an existing YAML file or a recipe name")
         return path
-    candidate = recipes_dir() / f"{text}.yaml"
+    return _shipped_recipe(text, f"--recipe {text}: unknown recipe name", "pass a YAML file path")
+
+
+def _shipped_recipe(name: str, what: str, otherwise: str) -> Path:
+    candidate = recipes_dir() / f"{name}.yaml"
     if not candidate.is_file():
-        raise MeidBenchError(f"--recipe {text}: unknown recipe name; available: {', '.join(list_recipes())}; or "
-                             "pass a YAML file path")
+        raise MeidBenchError(f"{what}; available: {', '.join(list_recipes())}; or {otherwise}")
     return candidate
 
 
@@ -438,17 +445,12 @@ def _base_path(base: Any, child: Path) -> Path:
     plain name is a shipped recipe."""
     if not isinstance(base, str) or not base.strip():
         raise MeidBenchError(f"{child}: {BASE_KEY}: expected a recipe name or a YAML file path, got {base!r}")
-    path = Path(base)
-    if path.suffix in RECIPE_SUFFIXES or "/" in base or os.sep in base:
-        path = path if path.is_absolute() else child.parent / path
+    if _looks_like_path(base):
+        path = Path(base) if Path(base).is_absolute() else child.parent / base
         if not path.is_file():
             raise MeidBenchError(f"{child}: {BASE_KEY}: {path}: recipe file not found; name an existing YAML file")
         return path
-    candidate = recipes_dir() / f"{base}.yaml"
-    if not candidate.is_file():
-        raise MeidBenchError(f"{child}: {BASE_KEY}: {base!r} is not a shipped recipe; available: "
-                             f"{', '.join(list_recipes())}; or give a YAML file path")
-    return candidate
+    return _shipped_recipe(base, f"{child}: {BASE_KEY}: {base!r} is not a shipped recipe", "give a YAML file path")
 
 
 def merge_recipe(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
