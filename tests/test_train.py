@@ -168,7 +168,7 @@ def test_a_split_rebuilt_by_other_software_keeps_its_checksum_and_its_stores(tin
 
 def test_two_process_data_parallel_run(tiny_split, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", "-m", "meid_bench", "train",
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "meid_bench", "train",
                "--split", str(tiny_split), "--recipe", "meid", "--epochs", "2", "--device", "cpu",
                "--out", str(tmp_path / "ddp"), *[a for o in TINY for a in ("--set", o)]]
     env = dict(os.environ, OMP_NUM_THREADS="1")
