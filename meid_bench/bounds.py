@@ -16,6 +16,8 @@ FPS_MAX = 1000.0
 SET_DEPTH_MAX = 8
 # Training processes one sweep runs at once.
 JOBS_MAX = 256
+# Frames (or clips) through an extraction backbone at once: a 4096-frame batch of 224 x 224 images is already 2.5 GB.
+EXTRACT_BATCH_MAX = 4096
 
 
 def check_seed(value: int, option: str = "--seed") -> int:

@@ -84,6 +84,7 @@ def test_resume_extracts_again_a_source_replaced_since(media, tmp_path):
     (dict(fps=1e9), "--fps 1000000000.0: must be a positive number of frames per second, at most 1000"),
     (dict(frames_fps=1e12), "--frames-fps"),
     (dict(workers=100000), "--workers 100000: must be an integer from 1 to 64"),
+    (dict(batch=10 ** 7), "--batch 10000000: must be an integer from 1 to 4096"),
 ])
 def test_extract_option_bounds(media, tmp_path, change, fragment):
     with pytest.raises(MeidBenchError, match=fragment.replace("(", r"\(").replace(".", r"\.")):

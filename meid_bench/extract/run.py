@@ -29,7 +29,7 @@ from meid_bench.build.features.pack import split_video_table
 from meid_bench.build.features.store import _store_dtype, check_finite
 from meid_bench.build.split_io import load_split
 from meid_bench.devices import resolve_device
-from meid_bench.bounds import FPS_MAX, WORKERS_MAX, check_int_range
+from meid_bench.bounds import EXTRACT_BATCH_MAX, FPS_MAX, WORKERS_MAX, check_int_range
 from meid_bench.errors import MeidBenchError, warn
 from meid_bench.outputs import Input, Output, check_outputs, source_input, split_input
 from meid_bench.train.environment import device_record
@@ -196,6 +196,7 @@ def _check(options: ExtractOptions) -> str:
     if options.batch < 1 or options.workers < 1:
         raise MeidBenchError("--batch and --workers must be at least 1")
     check_int_range(options.workers, "--workers", 1, WORKERS_MAX)
+    check_int_range(options.batch, "--batch", 1, EXTRACT_BATCH_MAX)
     return "videos" if options.videos is not None else "frames"
 
 
