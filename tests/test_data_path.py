@@ -17,7 +17,8 @@ from meid_bench.build.features import FeatureStore, FeatureStoreWriter
 from meid_bench.data import (BatchGatherer, GpuResidentFeatures, InstanceSampler, StreamedFeatures,
                              VideoFeatureDataset, label_mask, label_masks, load_frames)
 from meid_bench.train.batches import EvalStream, TrainStream
-from meid_bench.train.loop import TrainOptions, Trainer, resident_fits, train
+from meid_bench.data.residency import resident_fits
+from meid_bench.train.loop import TrainOptions, Trainer, train
 from test_feature_store import make_split
 
 DIM = 16

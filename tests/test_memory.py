@@ -15,7 +15,9 @@ import meid_bench.train.loop as loop
 import meid_bench.train.sweep as sweep_module
 from meid_bench.build.split_io import load_split
 from meid_bench.cli import main
-from meid_bench.train.loop import TrainOptions, Trainer, resident_fits, resident_nbytes
+from meid_bench.data import residency
+from meid_bench.data.residency import resident_fits, resident_nbytes
+from meid_bench.train.loop import TrainOptions, Trainer
 from meid_bench.train.sweep import SweepRun, memory_share, run_sweep, sweep_devices
 from test_distributed import ddp_split  # noqa: F401  (the fixture)
 
@@ -41,9 +43,9 @@ def test_a_reserve_is_kept_beside_the_models_share():
 
 
 def test_a_run_counts_on_its_share_of_the_gpu(one_80gb_gpu):
-    assert loop.memory_for_run(CUDA) == 80 * GiB and loop.memory_for_run(CUDA, 0.5) == 40 * GiB
-    assert loop._use_resident("auto", 35 * GiB, CUDA) and not loop._use_resident("auto", 35 * GiB, CUDA, 0.5)
-    assert loop._use_resident("yes", 35 * GiB, CUDA, 0.5)  # asked for: always
+    assert residency.memory_for_run(CUDA) == 80 * GiB and residency.memory_for_run(CUDA, 0.5) == 40 * GiB
+    assert residency.use_resident("auto", 35 * GiB, CUDA) and not residency.use_resident("auto", 35 * GiB, CUDA, 0.5)
+    assert residency.use_resident("yes", 35 * GiB, CUDA, 0.5)  # asked for: always
 
 
 @pytest.mark.parametrize("jobs, gpus, runs, share", [(1, 1, 5, 1.0), (2, 1, 5, 0.5), (3, 1, 5, 1 / 3),
@@ -81,8 +83,8 @@ def test_the_trainer_decides_on_its_share_and_counts_frame_labels(ddp_split, mon
     assert needed > 0
     assert resident_nbytes(store, split, True) == needed + store.total_frames * ((store.num_classes + 7) // 8)
     # Fake host memory: with all of it the frames fit, with half of it they do not.
-    monkeypatch.setattr(loop, "free_memory", lambda device: GiB + 4 * needed)
-    monkeypatch.setattr(loop, "total_memory", lambda device: 2 * GiB + 2 * needed)
+    monkeypatch.setattr(residency, "free_memory", lambda device: GiB + 4 * needed)
+    monkeypatch.setattr(residency, "total_memory", lambda device: 2 * GiB + 2 * needed)
 
     def resident(share: float, out: str) -> bool:
         options = TrainOptions(split=ddp_split, recipe="late_avg", out=tmp_path / out, epochs=1, device="cpu",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -27,7 +26,6 @@ from meid_bench._version import __version__
 from meid_bench.build.features import default_feature_path
 from meid_bench.build.features.store import FeatureStore
 from meid_bench.build.split_io import Split, load_split
-from meid_bench.data import GpuResidentFeatures, VideoFeatureDataset, frames_nbytes
 from meid_bench.devices import resolve_device
 from meid_bench.errors import MeidBenchError, warn
 from meid_bench.evaluator import Evaluator, write_predictions
@@ -35,28 +33,21 @@ from meid_bench.fileio import read_record, write_json_atomic, write_text_atomic
 from meid_bench.logs import log_lines_to
 from meid_bench.records import read_log, shown_epoch
 from meid_bench.metrics import average_precision
-from meid_bench.models import STREAM_BALANCED, STREAM_INSTANCE, compute_training_step, unwrap_model
-from meid_bench.registry import SplitStats
+from meid_bench.models import STREAM_INSTANCE, compute_training_step, unwrap_model
 from meid_bench.runs import RUN_FORMAT, RUN_FORMAT_VERSION
 from meid_bench.run_lock import LOCK_NAME, acquire_run_lock, refuse_if_locked
 from meid_bench.train.resolve import check_run_numbers, resolve_run_recipe
 from meid_bench.train.run_folder import check_run_outputs, folder_state
-from meid_bench.train.batches import EvalStream, TrainStream
+from meid_bench.train.batches import EvalStream
 from meid_bench.train.checkpoint import check_restorable, check_state_dict, load_checkpoint, save_checkpoint
 from meid_bench.train.config import Recipe
+from meid_bench.train.experiment import RunPlace, build_experiment
 from meid_bench.train.distributed import DistributedContext, init_distributed
 from meid_bench.train.environment import command_line, device_record, software_versions
 from meid_bench.train.guard import LossWatch, check_batches_fit, check_features, out_of_memory_as_error
 
 logger = logging.getLogger(__name__)
 
-# "--resident auto" holds the split's frames on the device when they take at most this share of the memory the run
-# counts on (an accelerator's free memory, or the host's available memory on the CPU, less RESIDENT_RESERVE): the
-# rest is left to the model, its activations and the evaluation batches.
-RESIDENT_SHARE = {"cuda": 0.75, "cpu": 0.5}
-# Set aside before that share: what the run holds beside the frames and the model's tensors (the CUDA context and
-# cuDNN/cuBLAS workspaces, the caching allocator's fragmentation; on the CPU, the interpreter and its libraries).
-RESIDENT_RESERVE = {"cuda": 3 << 30, "cpu": 1 << 30}
 # Steps x lr before the first decay under which a schedule is flagged: CharadesLT with the reference schedule
 # (1,110 x 1e-4 = 0.11) did not learn; its own schedule (1,110 x 1e-3 = 1.1) and VideoLT's (42,000 x 1e-4) do.
 SHORT_SCHEDULE_LR_STEPS = 0.2
@@ -94,62 +85,6 @@ def _open_store(split: Split, features: Path | None) -> FeatureStore:
     store = FeatureStore(path)
     store.check_split(split)
     return store
-
-
-def free_memory(device: torch.device) -> int:
-    """Bytes free on ``device``: the accelerator's free memory, or the host's available memory for the CPU."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def total_memory(device: torch.device) -> int:
-    """Bytes of memory of ``device``: the accelerator's, or the host's physical memory for the CPU."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[1])
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def memory_for_run(device: torch.device, share: float = 1.0) -> int:
-    """Bytes this run may count on: the device's free memory, and at most ``share`` of its whole memory (a sweep
-    that runs k runs side by side on one GPU gives each 1/k: each of them sees the GPU empty when it starts)."""
-    free = free_memory(device)
-    return free if share >= 1.0 else min(free, int(share * total_memory(device)))
-
-
-def resident_fits(needed: int, available: int, device: torch.device, reserve: int | None = None) -> bool:
-    """The rule of ``--resident auto``: ``needed`` bytes held on a device where the run counts on ``available``
-    bytes fit when they take at most its share (RESIDENT_SHARE) of that memory less ``reserve`` (by default
-    RESIDENT_RESERVE for the device type)."""
-    reserve = RESIDENT_RESERVE.get(device.type, RESIDENT_RESERVE["cuda"]) if reserve is None else reserve
-    return needed <= RESIDENT_SHARE.get(device.type, RESIDENT_SHARE["cuda"]) * max(available - reserve, 0)
-
-
-def resident_nbytes(store: FeatureStore, split: Split, frame_labels: bool) -> int:
-    """Bytes ``--resident yes`` puts on the device: the frames of the split's train, val and test videos in the
-    store's dtype (one copy of the training frames serves every stream), and the packed per-frame label table when
-    the model routes by labels (that table is on the device whether or not the frames are)."""
-    positions = [store.index_of(v) for name in ("train", "val", "test") for v in split.table(name)["video_id"]
-                 if v in store]
-    needed = frames_nbytes(store, np.asarray(positions, np.int64))
-    if frame_labels:
-        needed += store.total_frames * ((store.num_classes + 7) // 8)
-    return needed
-
-
-def _use_resident(option: str, needed: int, device: torch.device, share: float = 1.0) -> bool:
-    if option not in ("auto", "yes", "no"):
-        raise MeidBenchError(f"--resident {option!r}: choose auto, yes or no")
-    if option != "auto":
-        return option == "yes"
-    return resident_fits(needed, memory_for_run(device, share), device)
 
 
 @torch.no_grad()
@@ -195,61 +130,21 @@ class Trainer:
         self.store_audit = check_features(self.store)  # its sha256 goes into run.json
         torch.manual_seed(options.seed + self.dist.rank)
 
-        data, split, seed = recipe.data, self.split, options.seed
-        num_classes = split.num_classes
-        model = recipe.model.create(self.store.dim, num_classes, class_groups=split.classes["group"].to_numpy())
-        # Per-frame labels travel with training batches when the model routes by labels and the store has them.
-        frame_labels = model.needs_labels and self.store.has_frame_labels
-        resident = _use_resident(options.resident, resident_nbytes(self.store, split, frame_labels), self.device,
-                                 options.memory_share)
-        self.resident = resident
-
-        def dataset(subset: str, train: bool, label_mask: bool = False) -> VideoFeatureDataset:
-            frames = data.train_frames if train else data.eval_frames
-            # The dataset's `train` flag picks random sorted frames; "uniform" training takes evenly spaced ones.
-            random_frames = train and data.train_frame_sampling == "random"
-            return VideoFeatureDataset(split, self.store, subset, frames, train=random_frames, seed=seed,
-                                       label_mask=label_mask, frame_labels=train and frame_labels)
-
-        train_on_device: list[GpuResidentFeatures] = []  # one copy of the training frames, shared by the streams
-
-        def train_stream(sampler, stream_seed: int) -> TrainStream:
-            ds = dataset("train", True, sampler.label_mask)
-            if resident and not train_on_device:
-                train_on_device.append(GpuResidentFeatures(ds, self.device))
-            on_device = train_on_device[0] if resident else None
-            return TrainStream(ds, sampler.name, sampler.label_mask, recipe.batch_size, stream_seed, self.device,
-                               on_device, options.workers, self.dist.rank, self.dist.world)
-
-        def eval_stream(subset: str) -> EvalStream:
-            ds = dataset(subset, False)
-            on_device = None
-            if resident:  # the training set, scored for FrameStack, reuses the training frames already there
-                on_device = (train_on_device[0].sampled(ds.num_frames, train=False)
-                             if subset == "train" and train_on_device else GpuResidentFeatures(ds, self.device))
-            return EvalStream(ds, options.eval_batch_size, self.device, on_device, options.workers)
-
-        self.streams = {STREAM_INSTANCE: train_stream(recipe.sampler, seed)}
-        if model.needs_balanced_batch:
-            self.streams[STREAM_BALANCED] = train_stream(recipe.balanced_sampler, seed + 1)
-        self.val, self.test = eval_stream("val"), eval_stream("test")
-        self.model = model.to(self.device)
-        stats = SplitStats.from_split(split)
-        self.criterion = recipe.loss.create(stats).to(self.device)
-        self.mix = recipe.batch_mix.create(stats, seed=seed + self.dist.rank)
-        # FrameStack's per-class AP comes from the training set, scored each epoch; no other recipe needs it.
-        self.train_eval = eval_stream("train") if getattr(self.mix, "uses_class_ap", False) else None
-        optim = recipe.optim
-        optimizer_class = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
-        self.optimizer = optimizer_class(self.model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(optim.milestones), optim.gamma)
+        split = self.split
+        place = RunPlace(self.device, options.seed, self.dist.rank, self.dist.world, options.workers,
+                         options.eval_batch_size, options.resident, options.memory_share)
+        experiment = build_experiment(recipe, split, self.store, place)
+        self.model, self.criterion, self.mix = experiment.model, experiment.criterion, experiment.mix
+        self.optimizer, self.scheduler = experiment.optimizer, experiment.scheduler
+        self.streams, self.val, self.test = experiment.streams, experiment.val, experiment.test
+        self.train_eval, self.resident = experiment.train_eval, experiment.resident
         self.val_evaluator = Evaluator(split, "val")
         self.start_epoch, self.best = 0, {"epoch": -1, "val_mAP": -1.0}
         self._rank_rng: list[dict] = []
         if self.resume:
             last = load_checkpoint(self.run_dir / "checkpoints" / "last.pt", recipe.model.name,
                                    split.accepted_checksums,
-                                   expect_input_dim=self.store.dim, expect_num_classes=num_classes)
+                                   expect_input_dim=self.store.dim, expect_num_classes=split.num_classes)
             if self.dist.is_main:  # after the checkpoint's own checks, which name a wrong store more precisely
                 self._check_same_features()
             self._restore(last)
