@@ -1,4 +1,5 @@
-"""Run folders: their format (run.json, predictions, metrics.json) and how evaluation, reports and diagnose read them.
+"""Run folders: their format (run.json, predictions, metrics.json), the writing of run.json, and how evaluation,
+reports and diagnose read them.
 
 A run folder (written by training, see ``docs/evaluation.md``) holds ``run.json``, ``predictions/val.parquet``,
 ``predictions/test.parquet`` and, once evaluated, ``metrics.json``. Every reader here checks that the split found
@@ -16,7 +17,7 @@ from pathlib import Path
 from meid_bench.build.split_io import Split, load_split
 from meid_bench.errors import MeidBenchError
 from meid_bench.evaluator import METRICS_FORMAT, Evaluator, read_predictions
-from meid_bench.fileio import read_record
+from meid_bench.fileio import read_record, write_json_atomic
 from meid_bench.records import check_metrics_record, check_run_record
 
 RUN_FORMAT = "meid-bench-run"
@@ -54,6 +55,23 @@ class Run:
         features = self.record.get("features")
         simulated = features.get("simulated") if isinstance(features, dict) else None
         return "unknown" if not isinstance(simulated, bool) else "simulated" if simulated else "real"
+
+
+def write_run_record(run_dir: str | os.PathLike, fields: dict, command: list[str], resumed: bool = False) -> Path:
+    """Write ``RUN/run.json`` (atomically): the format marker, the run's name (its folder's), ``fields`` (method,
+    seed, split, features, recipe, software, ...) and the command line. A resumed run keeps the command that
+    started it and appends this one to ``resumed_with``."""
+    path = Path(run_dir) / "run.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    commands: dict = {"command_line": command}
+    if resumed and path.is_file():
+        earlier = json.loads(path.read_text())
+        if isinstance(earlier.get("command_line"), list):
+            commands = {"command_line": earlier["command_line"],
+                        "resumed_with": [*earlier.get("resumed_with", []), command]}
+    write_json_atomic(path, {"format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION, "name": path.parent.name,
+                             **fields, **commands})
+    return path
 
 
 def read_run(run_dir: str | os.PathLike) -> Run:

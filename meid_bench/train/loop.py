@@ -34,7 +34,7 @@ from meid_bench.logs import log_lines_to
 from meid_bench.records import read_log, shown_epoch
 from meid_bench.metrics import average_precision
 from meid_bench.models import STREAM_INSTANCE, compute_training_step, unwrap_model
-from meid_bench.runs import RUN_FORMAT, RUN_FORMAT_VERSION
+from meid_bench.runs import RUN_FORMAT, write_run_record
 from meid_bench.run_lock import LOCK_NAME, acquire_run_lock, refuse_if_locked
 from meid_bench.train.resolve import check_run_numbers, resolve_run_recipe
 from meid_bench.train.run_folder import check_run_outputs, folder_state
@@ -404,16 +404,7 @@ class Trainer:
                                  "since the run started; resume with the same store, or start a new run")
 
     def _write_run_json(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        software = software_versions()
-        commands = {"command_line": command_line()}
-        if self.resume and (self.run_dir / "run.json").is_file():  # keep how the run was started
-            earlier = json.loads((self.run_dir / "run.json").read_text())
-            if isinstance(earlier.get("command_line"), list):
-                commands = {"command_line": earlier["command_line"],
-                            "resumed_with": [*earlier.get("resumed_with", []), command_line()]}
-        write_json_atomic(self.run_dir / "run.json", {
-            "format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION, "name": self.run_dir.name,
+        write_run_record(self.run_dir, {
             "method": self.recipe.name,
             "seed": self.options.seed,
             "split": {"path": str(self.split.path.resolve()), "benchmark": self.split.name,
@@ -422,8 +413,8 @@ class Trainer:
                          "simulated": bool(self.store.simulated), "sha256": self.features_sha256},
             "recipe": self.recipe.to_dict(), "world_size": self.dist.world,
             "meid_bench_version": __version__, "torch": torch.__version__,
-            "software": software, "device": device_record(self.device), **commands,
-        })
+            "software": software_versions(), "device": device_record(self.device),
+        }, command_line(), resumed=self.resume)
 
 
 def _fmt(value: float | None) -> str:
