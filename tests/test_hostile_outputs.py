@@ -162,13 +162,14 @@ def test_a_second_train_into_a_live_run_refuses_and_the_first_completes_untouche
     `--resume`, an `evaluate --run` into it and a `report` of it refuse at once; the first then completes as if
     alone."""
     ws = workspace(hostile_base, tmp_path)
-    epochs = 3
+    epochs = 12  # long enough that the first run cannot finish between taking its lock and being frozen
     args = [str(a) for a in train_args(ws, "live", epochs)]
     first = subprocess.Popen([sys.executable, "-m", "meid_bench", *args], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=dict(os.environ, OMP_NUM_THREADS="1"))
     run = ws / "live"
     try:
-        _wait_for(lambda: (run / "run.json").is_file() or first.poll() is not None, "the first run to start")
+        # Frozen as soon as it holds its folder (its lock names it), not at some later point of its run.
+        _wait_for(lambda: lock_holder(run) or first.poll() is not None, "the first run to lock its folder")
         os.kill(first.pid, signal.SIGSTOP)
         try:
             assert first.poll() is None, first.communicate()

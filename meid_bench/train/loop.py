@@ -208,6 +208,7 @@ class Trainer:
         self.dist.barrier()
         if self.dist.is_main:
             self._finish()
+        self.dist.barrier()  # every rank leaves the process group together, once rank 0 has written the run
         self.dist.close()
         return self.run_dir
 
