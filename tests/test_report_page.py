@@ -134,8 +134,13 @@ def _pdf_text(path) -> str:
             content = zlib.decompress(stream.group(1))
         except zlib.error:
             continue
-        text += [chunk.decode("latin-1") for chunk in re.findall(rb"\(\x00(\\?.)\)", content)]
-    return "".join(c.lstrip("\\") for c in text)
+        # Literal strings of two-byte codes, one character each (newer matplotlib) or several (older releases);
+        # a backslash escapes the next byte.
+        shown = b"".join(re.findall(rb"\bBT\b(.*?)\bET\b", content, re.S))  # text objects only, not font data
+        for literal in re.findall(rb"\(((?:\\.|[^\\)])*)\)", shown, re.S):
+            raw = re.sub(rb"\\(.)", rb"\1", literal, flags=re.S)
+            text.append(raw.decode("utf-16-be", "replace") if len(raw) % 2 == 0 else raw.decode("latin-1"))
+    return "".join(text)
 
 
 def test_every_run_figure_and_its_pdf_carry_the_simulated_mark(report):
