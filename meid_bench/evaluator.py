@@ -162,10 +162,7 @@ class Evaluator:
     def checked_scores(self, video_ids: Sequence[str], scores: object, source: str = "predictions") -> np.ndarray:
         """The checks of :meth:`eval` (every video of the subset exactly once, no other id, finite scores), then the
         scores reordered to the subset's rows (aligned with :attr:`targets`): for readers that need more than the
-        metrics (``meid-bench diagnose``)."""
-        return self._check(video_ids, scores, source)
-
-    def _check(self, video_ids: Sequence[str], scores: object, source: str) -> np.ndarray:
+        metrics (``meid-bench diagnose``, the report's bootstrap)."""
         score_array = as_score_array(scores, name=source)
         rows, cols = score_array.shape
         if cols != self.num_classes:

@@ -241,16 +241,14 @@ def probe(split_dir: Path, store_path: Path | None, train_subset: str, eval_subs
         pairs = mirrored_pairs_of(store, [str(k) for k in split.classes["class_key"]], annotations)
         if whole_video:
             found = whole_video_pair_probe(split, store, pairs, train_subset, eval_subset)
-            low, high = found["order_gain_ci95"]
-            interval = f"[95% CI {low:+.3f}, {high:+.3f}]" if found["pairs"] > 1 else "(one pair: no interval)"
+            interval = _order_gain_interval(found)
             click.echo(f"mirrored-pair probe on whole videos, 60 evenly spaced frames ({train_subset} -> "
                        f"{eval_subset}, {found['pairs']} pairs): AP mean-only {found['mean_only']:.3f}, order-blind "
                        f"{found['order_blind']:.3f}, order-aware {found['order_aware']:.3f}, chance "
                        f"{found['chance']:.3f}; order gain {found['order_gain']:+.3f} {interval}")
             return
         found = mirrored_pair_probe(split, store, pairs, train_subset, eval_subset, alone=alone)
-        low, high = found["order_gain_ci95"]
-        interval = f"[95% CI {low:+.3f}, {high:+.3f}]" if found["pairs"] > 1 else "(one pair: no interval)"
+        interval = _order_gain_interval(found)
         click.echo(f"mirrored-pair probe on {'frames of one class alone' if alone else 'segment frames'} "
                    f"({train_subset} -> {eval_subset}, {found['pairs']} pairs): AP order-blind "
                    f"{found['order_blind']:.3f}, order-aware {found['order_aware']:.3f}, chance {found['chance']:.3f}; "
@@ -265,6 +263,13 @@ def probe(split_dir: Path, store_path: Path | None, train_subset: str, eval_subs
         click.echo(f"{group:8} {result['mAP' + suffix]:7.3f} {result['chance' + suffix]:7.3f}")
 
 
+def _order_gain_interval(found: dict) -> str:
+    """The order gain's 95% interval over the mirrored pairs, as the probe lines print it."""
+    low, high = found["order_gain_ci95"]
+    return f"[95% CI {low:+.3f}, {high:+.3f}]" if found["pairs"] > 1 else "(one pair: no interval)"
+
+
 from meid_bench.cli.extract import extract as _extract  # noqa: E402
 
 features.add_command(_extract)
+

@@ -67,16 +67,8 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
         if missing:
             raise MeidBenchError(f"--reference {','.join(references)}: {', '.join(missing)} is not a method of "
                                  f"these runs (methods: {', '.join(dict.fromkeys(frame['method']))})")
-    by_seed, summary = paired_differences(frame, references)
-    with_interval = summary[summary["seeds"] >= 2][["split_checksum", "method", "reference"]]
-    if bootstrap and len(with_interval):
-        # The test-set component: only runs that enter a difference with an interval (two seeds or more) are
-        # re-scored on the draws.
-        pairs = by_seed.merge(with_interval, on=["split_checksum", "method", "reference"])
-        paired = {(row.split_checksum, row.method, int(row.seed)) for row in pairs.itertuples()}
-        paired |= {(row.split_checksum, row.reference, int(row.seed)) for row in pairs.itertuples()}
-        replicates = _test_replicates(sections, paired, bootstrap)
-        by_seed, summary = paired_differences(frame, references, replicates, warn=False)  # warned above
+    replicates = _TestReplicates(sections, bootstrap) if bootstrap else None
+    by_seed, summary = paired_differences(frame, references, replicates)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -100,22 +92,28 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     return out
 
 
-def _test_replicates(sections: Sequence[SplitSection], wanted: set[tuple[str, str, int]],
-                     bootstrap: int) -> dict[tuple[str, str, int], np.ndarray]:
-    """Each wanted run's [bootstrap, 4] test metrics (percent) on the split's bootstrap draws of test videos."""
-    out: dict[tuple[str, str, int], np.ndarray] = {}
-    for section in sections:
-        evaluator = Evaluator(section.split, "test")
-        groups = section.split.groups
-        for run in section.runs:
-            key = (section.split.checksum, run.method, run.seed)
-            if run.seed is None or key not in wanted or key in out:
-                continue
+class _TestReplicates:
+    """A run's [bootstrap, 4] test metrics (percent) on its split's bootstrap draws of test videos, computed the
+    first time a paired difference asks for that run (only runs of differences with an interval are re-scored)."""
+
+    def __init__(self, sections: Sequence[SplitSection], bootstrap: int) -> None:
+        self.bootstrap = bootstrap
+        self.runs = {(s.split.checksum, run.method, run.seed): (s, run) for s in sections for run in s.runs}
+        self.done: dict[tuple[str, str, int], np.ndarray] = {}
+        self.evaluators: dict[str, Evaluator] = {}  # one per split: its test targets are read once
+
+    def __call__(self, checksum: str, method: str, seed: int) -> np.ndarray:
+        key = (checksum, method, seed)
+        if key not in self.done:
+            section, run = self.runs[key]
+            if checksum not in self.evaluators:
+                self.evaluators[checksum] = Evaluator(section.split, "test")
+            evaluator = self.evaluators[checksum]
             path = run.predictions_path("test")
             ids, scores = read_predictions(path, evaluator.class_keys)
             aligned = evaluator.checked_scores(ids, scores, str(path))
-            out[key] = replicate_metrics(aligned, evaluator.targets, groups, bootstrap)
-    return out
+            self.done[key] = replicate_metrics(aligned, evaluator.targets, section.split.groups, self.bootstrap)
+        return self.done[key]
 
 
 def by_method(section: SplitSection) -> tuple[list[str], list[dict], list[dict]]:

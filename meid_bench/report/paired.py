@@ -13,7 +13,7 @@ points (pp): the difference of two mAPs in percent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -54,9 +54,8 @@ def _seeds(rows: pd.DataFrame) -> str:
 
 
 def paired_differences(frame: pd.DataFrame, references: Sequence[str],
-                       replicates: Mapping[tuple[str, str, int], np.ndarray] | None = None,
-                       margins: Mapping[str, float] = MARGINS_PP, warn: bool = True
-                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                       replicates: Callable[[str, str, int], np.ndarray] | None = None,
+                       margins: Mapping[str, float] = MARGINS_PP) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Differences (percentage points) of every method against each reference method present in its split.
 
     ``frame`` has one row per run: ``benchmark``, ``split_checksum``, ``method``, ``seed`` and ``<metric>_pct``
@@ -67,19 +66,19 @@ def paired_differences(frame: pd.DataFrame, references: Sequence[str],
     ci95_high}`` (seed-only t-interval), then ``<metric>_diff_pp_<stat>`` for :data:`COMBINED_STATS`: the seed and
     test-set standard errors, degrees of freedom, the combined 95% interval, the p-value of "no difference" and the
     TOST p-value for the metric's margin (pp), each raw and Holm-adjusted over the reference's table (every method
-    and metric of that split and reference), and the verdict. ``replicates`` maps (split checksum, method, seed) to
-    that run's [B, 4] metrics in percent on B bootstrap draws of the test videos (the same draws for every run of
-    the split; :func:`meid_bench.report.inference.replicate_metrics`); without it the combined interval has the
-    seed component only. A metric missing for any pair (a class group without evaluated classes) has no mean.
+    and metric of that split and reference), and the verdict. ``replicates(split checksum, method, seed)`` gives that
+    run's [B, 4] metrics in percent on B bootstrap draws of the test videos (the same draws for every run of the
+    split; :func:`meid_bench.report.inference.replicate_metrics`); it is asked only for the runs of differences with
+    two seeds or more. Without it the combined interval has the seed component only. A metric missing for any pair
+    (a class group without evaluated classes) has no mean.
     """
     by_seed_rows, summary_rows = [], []
     for (benchmark, checksum), part in frame.groupby(["benchmark", "split_checksum"], sort=False):
         seeded = part[part["seed"].notna()]
         runs_per_seed = seeded.groupby(["method", "seed"]).size()
         for (method, seed), count in runs_per_seed[runs_per_seed > 1].items():
-            if warn:
-                logger.warning(f"{benchmark}: {count} runs of {method} with seed {seed}; that seed is left out of "
-                               "the paired differences of that method")
+            logger.warning(f"{benchmark}: {count} runs of {method} with seed {seed}; that seed is left out of "
+                           "the paired differences of that method")
         single = seeded[seeded.set_index(["method", "seed"]).index.map(runs_per_seed) == 1]
         table = {method: rows.set_index("seed") for method, rows in single.groupby("method", sort=False)}
         methods = list(dict.fromkeys(part["method"]))
@@ -87,15 +86,19 @@ def paired_differences(frame: pd.DataFrame, references: Sequence[str],
             for method in [m for m in methods if m != reference and m in table]:
                 seeds = sorted(set(table[method].index) & set(table[reference].index))
                 if not seeds:  # a comparison asked for that the runs cannot give: say so, not nothing
-                    if warn:
-                        logger.warning(f"{benchmark}: {method} (seeds {_seeds(table[method])}) and the reference "
-                                       f"{reference} (seeds {_seeds(table[reference])}) share no seed: no "
-                                       "paired difference between them; train both with the same seeds")
+                    logger.warning(f"{benchmark}: {method} (seeds {_seeds(table[method])}) and the reference "
+                                   f"{reference} (seeds {_seeds(table[reference])}) share no seed: no paired "
+                                   "difference between them; train both with the same seeds")
                     continue
                 identity = {"benchmark": benchmark, "split_checksum": checksum, "method": method,
                             "reference": reference}
                 summary = dict(identity, seeds=len(seeds), seed_list=" ".join(str(int(s)) for s in seeds))
                 per_seed = {seed: dict(identity, seed=int(seed)) for seed in seeds}
+                # Per bootstrap draw, the mean over seeds of the differences [B, 4] (with two seeds or more).
+                draw_differences = None
+                if replicates is not None and len(seeds) > 1:
+                    draw_differences = np.mean([replicates(checksum, method, int(s))
+                                                - replicates(checksum, reference, int(s)) for s in seeds], axis=0)
                 for metric in PAIRED_METRICS:
                     column = f"{metric}_pct"
                     mine = pd.to_numeric(table[method].loc[seeds, column], errors="coerce").to_numpy(np.float64)
@@ -106,14 +109,7 @@ def paired_differences(frame: pd.DataFrame, references: Sequence[str],
                     interval = t_interval([] if np.isnan(differences).any() else differences)
                     for stat, key in (("mean", "mean"), ("sd", "sd"), ("ci95_low", "low"), ("ci95_high", "high")):
                         summary[f"{metric}_diff_pp_{stat}"] = interval[key]
-                    column_index = PAIRED_METRICS.index(metric)
-                    draws = None
-                    if replicates is not None:
-                        mine_b = [replicates.get((checksum, method, int(s))) for s in seeds]
-                        theirs_b = [replicates.get((checksum, reference, int(s))) for s in seeds]
-                        if all(r is not None for r in mine_b + theirs_b):
-                            draws = np.mean([m[:, column_index] - r[:, column_index]
-                                             for m, r in zip(mine_b, theirs_b)], axis=0)
+                    draws = None if draw_differences is None else draw_differences[:, PAIRED_METRICS.index(metric)]
                     combined = combined_interval(differences, draws, float(margins[metric]))
                     for stat, key in (("se_seed", "se_seed"), ("se_test", "se_test"), ("df", "df"),
                                       ("combined_low", "low"), ("combined_high", "high"), ("p", "p"),
