@@ -89,11 +89,11 @@ def assert_all_parameters_get_gradients(model: nn.Module, loss: torch.Tensor) ->
     assert without == [], f"parameters without gradient: {without}"
 
 
-def test_registry_lists_the_three_models():
-    assert list_models() == ["attention", "late_avg", "meid"]
+def test_registry_lists_the_four_models():
+    assert list_models() == ["attention", "ensemble", "late_avg", "meid"]
 
 
-@pytest.mark.parametrize("name", ["late_avg", "attention", "meid"])
+@pytest.mark.parametrize("name", ["late_avg", "attention", "ensemble", "meid"])
 def test_every_model_gives_logits_of_shape_b_by_c_in_train_and_eval(name, criterion):
     model = create_model(name, input_dim=D, num_classes=C, class_groups=GROUPS, hidden=H)
     batch = make_batch(0)
@@ -159,6 +159,8 @@ SWITCHES = [
     {"fusion": "stack_logit"},
     {"distill_form": "kl"},
     {"expert2": False, "fusion": "gate_prob"},
+    {**CURRENT, "necks": False},
+    {"necks": False, "cfs_ratio": 1.0, "motion": False, "expert2_pooling": "attention", "distill": False},
 ]
 
 
@@ -190,6 +192,19 @@ def test_meid_builds_only_the_modules_its_switches_use():
     assert names(make_meid(motion=False)) == full - {"motion", "expert2_attention"}
     assert names(make_meid(expert2_pooling="mean")) == full - {"expert2_attention"}
     assert names(make_meid()) == full - {"expert2_attention"}  # by default expert 2 pools with expert 1's weights
+    assert names(make_meid(necks=False, distill_form="kl")) == full - {"expert2_attention", "head_neck", "tail_neck"}
+
+
+def test_without_necks_expert1_is_one_linear_classifier_on_the_pooled_frames():
+    model = make_meid(necks=False, distill_form="kl", dropout=0.0).eval()
+    features = make_batch(0)["features"]
+    out = model(features)
+    pooled = pool(model.embedding(features), out.extras["attention"])
+    logits = out.extras["expert1_logits"]
+    torch.testing.assert_close(logits[:, :3], model.head_classifier(pooled))
+    torch.testing.assert_close(logits[:, 3:], model.tail_classifier(pooled))
+    with pytest.raises(MeidBenchError, match="necks are off"):
+        make_meid(necks=False, distill_form="mmd")
 
 
 def routed_streams() -> dict[str, dict[str, torch.Tensor]]:
@@ -474,6 +489,35 @@ def test_compute_matched_attention_trains_one_network_on_both_streams(criterion)
     single = create_model("attention", input_dim=D, num_classes=C, hidden=H)
     with pytest.raises(ValueError, match="instance stream only"):
         single(batches["instance"]["features"], balanced_features=batches["balanced"]["features"])
+
+
+def test_ensemble_trains_two_independent_experts_one_per_stream_and_fuses_them_as_meid(criterion):
+    torch.manual_seed(0)
+    model = create_model("ensemble", input_dim=D, num_classes=C, hidden=H, dropout=0.0)
+    assert model.batch_streams == ("instance", "balanced")
+    batches = two_streams(mask=True)
+    losses = compute_training_losses(model, batches, criterion)
+    assert list(losses) == ["expert1", "expert2"]
+    torch.testing.assert_close(losses["expert1"], criterion(model.expert1(batches["instance"]["features"]).logits,
+                                                            batches["instance"]["target"], batches["instance"]["mask"]))
+    torch.testing.assert_close(losses["expert2"], criterion(model.expert2(batches["balanced"]["features"]).logits,
+                                                            batches["balanced"]["target"], batches["balanced"]["mask"]))
+    # Each expert learns from its own stream only: nothing is shared.
+    model.zero_grad()
+    losses["expert1"].backward(retain_graph=True)
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.expert2.parameters())
+    assert all(p.grad.abs().sum() > 0 for p in model.expert1.parameters())
+    assert_all_parameters_get_gradients(model, losses["expert1"] + losses["expert2"])
+    model.eval()
+    features = make_batch(3)["features"]
+    out = model(features)
+    expected = fuse_logits(model.expert1(features).logits, model.expert2(features).logits, "mean_prob", 0.7)
+    torch.testing.assert_close(out.logits, expected)
+    alone = create_model("ensemble", input_dim=D, num_classes=C, hidden=H, fusion="expert1")
+    alone.load_state_dict(model.state_dict())
+    torch.testing.assert_close(alone.eval()(features).logits, model.expert1(features).logits)
+    with pytest.raises(MeidBenchError, match="fusion_weight"):
+        create_model("ensemble", input_dim=D, num_classes=C, fusion_weight=1.5)
 
 
 def test_training_step_passes_frame_labels_where_the_batch_has_them(criterion):

@@ -24,7 +24,7 @@ EXPECTED = {
     "meid", "meid_kl_distill", "meid_no_expert2", "meid_random_frames", "meid_no_motion", "late_avg", "attention",
     "cbs", "srs", "mixup", "framestack", "focal", "cb", "ldam_drw", "eql", "eql_videolt", "attention_cm",
     "meid_label_blind_distill", "meid_difference_motion", "meid_mean_fusion", "meid_mmd_distill", "meid_first",
-    "logit_adjusted", "distribution_balanced", "asymmetric",
+    "logit_adjusted", "distribution_balanced", "asymmetric", "ensemble_cm", "meid_no_parts",
 }
 
 
@@ -169,7 +169,7 @@ def test_scientific_floats_without_a_dot_are_numbers(tmp_path):
     ("model: {name: meid}\nloss: {name: focal, beta: 0.9}\n", r"loss.beta: unknown key"),
     ("model: {name: meid}\nbatch_mix: {name: mixup, mix_fraction: 0.5}\n", r"batch_mix.mix_fraction: unknown key"),
     ("model: {name: meid}\ndata: {train_frames: 60, frames: 3}\n", r"data.frames: unknown key"),
-    ("model: {name: meed}\n", r"model.name: unknown model 'meed'; one of attention, late_avg, meid"),
+    ("model: {name: meed}\n", r"model.name: unknown model 'meed'; one of attention, ensemble, late_avg, meid"),
     ("model: {name: meid}\nloss: {name: ldam}\n", r"loss.name: unknown loss 'ldam'"),
     ("model: {hidden: 3}\n", r"model.name: missing required key"),
     ("description: no model\n", r"model: missing required key"),

@@ -63,6 +63,7 @@ class MEIDConfig(BaseModelConfig):
     neck_bottleneck: int | None = None  # neck MLP bottleneck; null = hidden // 4
     motion_bottleneck: int | None = None  # motion MLP bottleneck; null = hidden // 4
     tail_groups: tuple[str, ...] = ("tail",)  # split groups whose classes the tail neck serves
+    necks: bool = True  # expert 1's head/tail necks on/off (off: the pooled frames feed both classifiers; ablation)
     distill: bool = True  # internal distillation on/off (ablation)
     distill_form: Literal["mmd", "moments", "kl"] = "kl"  # kl: expert 1's head-neck predictions teach expert 2
     distill_weight: float = 0.03  # the kl form's best non-zero weight on validation (the recipe turns distill off)
@@ -99,6 +100,9 @@ class MEIDConfig(BaseModelConfig):
             found.append(("distill_frames", f"must be >= 2, got {self.distill_frames}"))
         if not 0.0 <= self.fusion_weight <= 1.0:
             found.append(("fusion_weight", f"must be in [0, 1], got {self.fusion_weight}"))
+        if self.distill and not self.necks and self.distill_form != "kl":
+            found.append(("distill_form", f"is {self.distill_form!r} (between the necks) but necks are off; use kl or "
+                                          "turn distill off"))
         if self.distill_temperature <= 0.0:
             found.append(("distill_temperature", f"must be > 0, got {self.distill_temperature}"))
         if self.distill and self.distill_form == "kl" and not self.expert2:
@@ -181,8 +185,9 @@ class MEID(VideoModel):
         bottleneck = config.neck_bottleneck if config.neck_bottleneck is not None else bottleneck_of(hidden)
         self.embedding = FrameEmbedding(input_dim, hidden, config.dropout)
         self.attention = AttentionPooling(hidden, default_attention_hidden(hidden, config.attention_hidden))
-        self.head_neck = Neck(hidden, bottleneck)
-        self.tail_neck = Neck(hidden, bottleneck)
+        if config.necks:
+            self.head_neck = Neck(hidden, bottleneck)
+            self.tail_neck = Neck(hidden, bottleneck)
         self.head_classifier = Classifier(hidden, len(head_classes))
         self.tail_classifier = Classifier(hidden, len(tail_classes))
         # Expert 2's modules exist only when used: DistributedDataParallel rejects parameters without gradients.
@@ -218,6 +223,10 @@ class MEID(VideoModel):
     def _expert1(self, frames: Tensor, weights: Tensor) -> Tensor:
         # Both necks' down-projections as one product (same values as each neck's pooled(); one larger matrix
         # product is faster than two), then each neck's up-projection on its pooled activations.
+        if not self.config.necks:  # the ablation: both classifiers read the pooled frames (one linear classifier)
+            pooled = pool(frames, weights)
+            logits = torch.cat([self.head_classifier(pooled), self.tail_classifier(pooled)], dim=-1)
+            return logits.index_select(-1, self.class_order_inverse)
         head, tail = self.head_neck, self.tail_neck
         down = F.linear(frames, torch.cat([head.down.weight, tail.down.weight]),
                         torch.cat([head.down.bias, tail.down.bias]))
