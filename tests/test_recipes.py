@@ -25,6 +25,7 @@ EXPECTED = {
     "cbs", "srs", "mixup", "framestack", "focal", "cb", "ldam_drw", "eql", "eql_videolt", "attention_cm",
     "meid_label_blind_distill", "meid_difference_motion", "meid_mean_fusion", "meid_mmd_distill", "meid_first",
     "logit_adjusted", "distribution_balanced", "asymmetric", "ensemble_cm", "meid_no_parts",
+    "attention_logit_adjusted", "attention_distribution_balanced", "attention_asymmetric",
 }
 
 
