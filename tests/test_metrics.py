@@ -187,3 +187,22 @@ def test_score_scale():
     assert score_scale(np.array([[0.0, 1.0], [0.5, 0.25]])) == "probability"
     assert score_scale(np.array([[-3.0, 1.0]])) == "logit"
     assert score_scale(np.array([[0.5, 1.5]])) == "logit"
+
+
+def test_per_class_monotone_rescaling_leaves_every_class_ap_unchanged():
+    # Why tau-normalisation (w_c / ||w_c||^tau, bias dropped) and post-hoc logit adjustment are not baselines under
+    # per-class mAP: each maps a class's scores through one increasing function (z -> a_c z + b_c, a_c > 0), which
+    # keeps that class's ranking of the videos, so its AP is the same (docs/models.md).
+    rng = np.random.default_rng(7)
+    scores = rng.normal(size=(300, 12)).astype(np.float32)
+    targets = (rng.random((300, 12)) < 0.1).astype(np.uint8)
+    weight_norms = rng.uniform(0.2, 5.0, size=12).astype(np.float32)
+    bias = rng.normal(size=12).astype(np.float32)
+    tau_normalised = (scores - bias) / weight_norms
+    adjusted = scores - 3.0 * np.log(rng.uniform(0.001, 0.5, size=12)).astype(np.float32)
+    base = average_precision(scores, targets)
+    np.testing.assert_allclose(average_precision(tau_normalised, targets), base, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(average_precision(adjusted, targets), base, rtol=0, atol=1e-12)
+    # A change of direction (what classifier re-training does) is not such a map and moves the APs.
+    mixed = scores + 0.8 * np.roll(scores, 1, axis=1)
+    assert not np.allclose(average_precision(mixed, targets), base)

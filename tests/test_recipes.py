@@ -25,7 +25,7 @@ EXPECTED = {
     "cbs", "srs", "mixup", "framestack", "focal", "cb", "ldam_drw", "eql", "eql_videolt", "attention_cm",
     "meid_label_blind_distill", "meid_difference_motion", "meid_mean_fusion", "meid_mmd_distill", "meid_first",
     "logit_adjusted", "distribution_balanced", "asymmetric", "ensemble_cm", "meid_no_parts",
-    "attention_logit_adjusted", "attention_distribution_balanced", "attention_asymmetric",
+    "attention_logit_adjusted", "attention_distribution_balanced", "attention_asymmetric", "crt", "attention_crt",
 }
 
 
@@ -174,6 +174,8 @@ def test_scientific_floats_without_a_dot_are_numbers(tmp_path):
     ("model: {name: meid}\nloss: {name: ldam}\n", r"loss.name: unknown loss 'ldam'"),
     ("model: {hidden: 3}\n", r"model.name: missing required key"),
     ("description: no model\n", r"model: missing required key"),
+    ("model: {name: late_avg}\ninit: {from_rn: x}\n", r"init.from_rn: unknown key; known keys here: from_run"),
+    ("model: {name: late_avg}\ninit: {from_run: x, reset: true}\n", r"init.reset: .*names none"),
 ])
 def test_unknown_keys_and_names_are_errors_naming_the_file_and_key_path(tmp_path, text, message):
     with pytest.raises(MeidBenchError, match=message):

@@ -297,3 +297,16 @@ def test_the_readme_python_snippet_runs_and_reproduces_the_runs_test_map(project
     exec(compile(code, "README.md", "exec"), {})
     shown, recorded = capsys.readouterr().out.split()
     assert float(shown) == float(recorded) == json.loads((project / "run" / "metrics.json").read_text())["mAP"]
+
+
+def test_a_sweep_starts_second_stages_after_every_first_stage(project, tmp_path, monkeypatch):
+    with pytest.raises(MeidBenchError, match="neither finished nor in this sweep"):
+        sweep_module.plan_sweep(project / "split", ["crt"], [0], tmp_path / "runs")
+    runs = sweep_module.plan_sweep(project / "split", ["crt", "late_avg"], [0, 1], tmp_path / "runs")
+    assert [run.first_stage for run in runs if run.recipe == "crt"] == [
+        tmp_path / "runs" / "charadeslt-late_avg-seed0", tmp_path / "runs" / "charadeslt-late_avg-seed1"]
+    started = []
+    monkeypatch.setattr(sweep_module.subprocess, "call",
+                        lambda command, **_: started.append(command[command.index("--recipe") + 1]) or 0)
+    assert sweep_module.run_sweep(project / "split", runs, 2, []) == []
+    assert started == ["late_avg", "late_avg", "crt", "crt"]

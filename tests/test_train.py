@@ -36,14 +36,20 @@ def tiny_split(tmp_path_factory) -> Path:
     return split_dir
 
 
-def tiny_options(split: Path, out: Path, recipe: str = "late_avg", epochs: int = 1, **extra) -> TrainOptions:
-    overrides = TINY + ("model.hidden_ratio=1.0", "model.hidden=8")
+def tiny_options(split: Path, out: Path, recipe: str = "late_avg", epochs: int = 1, overrides_extra: tuple = (),
+                 **extra) -> TrainOptions:
+    overrides = TINY + ("model.hidden_ratio=1.0", "model.hidden=8") + tuple(overrides_extra)
     return TrainOptions(split=split, recipe=recipe, out=out, epochs=epochs, device="cpu",
                         overrides=overrides, **extra)
 
 
 @pytest.mark.parametrize("recipe", list_recipes())
 def test_every_recipe_trains_one_epoch(tiny_split, tmp_path, recipe):
+    init = load_recipe(recipe).init
+    if init.from_run is not None:  # a second stage: its first stage first, where the recipe looks for it
+        first = init.source_for(tmp_path / recipe, "charadeslt", 0)
+        first_recipe = first.name.removeprefix("charadeslt-").removesuffix("-seed0")
+        train(tiny_options(tiny_split, first, first_recipe), echo=lambda _: None)
     run = train(tiny_options(tiny_split, tmp_path / recipe, recipe), echo=lambda _: None)
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["mAP"] <= 1.0 and metrics["subset"] == "test"
@@ -281,3 +287,65 @@ def test_predictions_are_float32(tiny_split, tmp_path):
     run = train(tiny_options(tiny_split, tmp_path / "r", "attention"), echo=lambda _: None)
     schema = pq.read_schema(run / "predictions" / "test.parquet")
     assert {str(schema.field(name).type) for name in schema.names if name != "video_id"} == {"float"}
+
+
+def _state(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "best.pt", weights_only=True)["model"]
+
+
+def test_crt_retrains_only_the_classifier_from_the_first_stage_of_the_same_seed(tiny_split, tmp_path):
+    first = train(tiny_options(tiny_split, tmp_path / "charadeslt-late_avg-seed1", seed=1, epochs=2),
+                  echo=lambda _: None)
+    second = train(tiny_options(tiny_split, tmp_path / "crt", "crt", seed=1, epochs=2), echo=lambda _: None)
+    before, after = _state(first), _state(second)
+    assert set(before) == set(after)
+    for name in before:  # the embedding exactly as the first stage left it; the classifier learnt again
+        if name.startswith("classifier."):
+            assert not torch.equal(before[name], after[name]), name
+        else:
+            assert torch.equal(before[name], after[name]), name
+    info = json.loads((second / "run.json").read_text())
+    assert info["init"]["run"] == str(first.resolve()) and info["init"]["checkpoint"] == "best"
+    assert len(info["init"]["sha256"]) == 64 and info["recipe"]["init"]["train"] == ["classifier"]
+    assert "init" not in json.loads((first / "run.json").read_text())["recipe"]  # first stages record none
+    # Deterministic: the same second stage again gives the same bytes.
+    again = train(tiny_options(tiny_split, tmp_path / "crt-again", "crt", seed=1, epochs=2,
+                               overrides_extra=(f"init.from_run={first}",)), echo=lambda _: None)
+    assert (again / "metrics.json").read_text() == (second / "metrics.json").read_text()
+
+
+def test_a_second_stage_refuses_a_missing_or_different_first_stage(tiny_split, tmp_path):
+    runner = CliRunner()
+    base = ["train", "--split", str(tiny_split), "--device", "cpu", "--epochs", "1", *sum((["--set", o] for o in TINY),
+                                                                                          [])]
+    missing = runner.invoke(main, [*base, "--recipe", "crt", "--out", str(tmp_path / "crt")])
+    assert missing.exit_code == 2 and "no finished run there" in missing.output and "Traceback" not in missing.output
+    assert not (tmp_path / "crt" / "run.json").exists()
+    first = tmp_path / "charadeslt-late_avg-seed0"
+    assert runner.invoke(main, [*base, "--recipe", "late_avg", "--out", str(first), "--set", "model.hidden=8"]
+                         ).exit_code == 0
+    wider = runner.invoke(main, [*base, "--recipe", "crt", "--out", str(tmp_path / "crt2"), "--set", "model.hidden=12"])
+    assert wider.exit_code == 2 and "model hidden: 8" in wider.output.replace("has ", "") and "Traceback" not in \
+        wider.output
+    unknown = runner.invoke(main, [*base, "--recipe", "crt", "--out", str(tmp_path / "crt3"), "--set", "model.hidden=8",
+                                   "--set", "init.train=[head]"])
+    assert unknown.exit_code == 2 and "init.train: head: not a module" in unknown.output
+
+
+@pytest.mark.determinism
+def test_a_resumed_second_stage_reproduces_an_uninterrupted_one(tiny_split, tmp_path, monkeypatch):
+    train(tiny_options(tiny_split, tmp_path / "charadeslt-late_avg-seed0", epochs=2), echo=lambda _: None)
+    straight = train(tiny_options(tiny_split, tmp_path / "straight", "crt", epochs=3), echo=lambda _: None)
+    original = Trainer._end_of_epoch
+
+    def crash_after_second_epoch(self, epoch, record):
+        original(self, epoch, record)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_end_of_epoch", crash_after_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_options(tiny_split, tmp_path / "resumed", "crt", epochs=3), echo=lambda _: None)
+    monkeypatch.setattr(Trainer, "_end_of_epoch", original)
+    resumed = train(tiny_options(tiny_split, tmp_path / "resumed", "crt", epochs=3, resume=True), echo=lambda _: None)
+    assert (resumed / "metrics.json").read_text() == (straight / "metrics.json").read_text()

@@ -189,6 +189,43 @@ def _parse_schedules(data: Any, where: str) -> dict[str, ScheduleConfig]:
     return out
 
 
+@dataclass(frozen=True)
+class InitConfig:
+    """A second training stage: start from another run's best checkpoint instead of fresh weights.
+
+    from_run: that run's folder; ``{benchmark}`` and ``{seed}`` are replaced by this run's, and a relative path is
+        taken from the folder that holds this run's folder (runs side by side, as `sweep` makes them). null: train
+        from scratch (every other key is then unused).
+    train: the model's parameters that learn, as module names (``classifier``: every parameter under it); the rest
+        stay as the first stage left them. Empty: everything learns (fine-tuning).
+    reset: draw the ``train`` parameters afresh before training (classifier re-training), instead of starting from
+        the first stage's values.
+    """
+
+    from_run: str | None = None
+    train: tuple[str, ...] = ()
+    reset: bool = False
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if self.from_run is not None and not self.from_run.strip():
+            found.append(("from_run", "must be a run folder or null"))
+        if any(not name or name != name.strip() or name.startswith(".") or name.endswith(".")
+               for name in self.train):
+            found.append(("train", f"must be module names such as classifier, got {list(self.train)}"))
+        if self.reset and not self.train:
+            found.append(("reset", "resets the `train` parameters, but `train` names none; name them (e.g. "
+                                   "[classifier]) or set reset: false"))
+        return found
+
+    def source_for(self, run_dir: Path, benchmark: str, seed: int) -> Path:
+        """The first stage's run folder for a run written to ``run_dir``."""
+        assert self.from_run is not None
+        text = self.from_run.replace("{benchmark}", benchmark).replace("{seed}", str(seed))
+        path = Path(text)
+        return path if path.is_absolute() else Path(run_dir).parent / path
+
+
 SCHEDULE_FROM_RECIPE = "recipe"  # schedule_from when the top-level optim/epochs were used
 
 
@@ -228,6 +265,12 @@ class Recipe:
     eval_every: int = 1
     schedules: Mapping[str, ScheduleConfig] = field(default_factory=dict)
     schedule_from: str = ""
+    init: InitConfig = field(default_factory=InitConfig)
+
+    @property
+    def second_stage(self) -> bool:
+        """Whether runs of this recipe start from another run's weights (``init.from_run``)."""
+        return self.init.from_run is not None
 
     def for_benchmark(self, benchmark: str) -> "Recipe":
         """The recipe as trained on ``benchmark``: its schedule (if ``schedules`` has one) in ``epochs``,
@@ -271,6 +314,8 @@ class Recipe:
             "eval_every": self.eval_every,
             "schedules": {name: options_to_dict(schedule) for name, schedule in self.schedules.items()},
             "schedule_from": self.schedule_from,
+            # Only a second stage records `init`: the records of every other run stay as they were.
+            **({"init": options_to_dict(self.init)} if self.second_stage else {}),
         }
 
     @classmethod
@@ -308,6 +353,7 @@ class Recipe:
             eval_every=scalars.eval_every,
             schedules=_parse_schedules(data.get("schedules", {}), where),
             schedule_from=scalars.schedule_from,
+            init=_section(data, "init", InitConfig, InitConfig(), where),
         )
 
 
@@ -456,7 +502,7 @@ def _base_path(base: Any, child: Path) -> Path:
 def merge_recipe(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
     """``child``'s keys over ``base``'s. A component section (model, loss, ...) merges key by key while it names
     the same component, and is replaced whole when it names another (the base's options belong to the base's
-    component); ``optim`` and ``data`` merge key by key; ``schedules`` benchmark by benchmark (``null`` removes
+    component); ``optim``, ``data`` and ``init`` merge key by key; ``schedules`` benchmark by benchmark (``null`` removes
     one); every other key is replaced."""
     merged = dict(base)
     for key, value in child.items():
@@ -464,7 +510,7 @@ def merge_recipe(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str,
         if key in SECTIONS and isinstance(old, Mapping) and isinstance(value, Mapping):
             same = "name" not in value or value.get("name") == old.get("name")
             merged[key] = {**old, **value} if same else dict(value)
-        elif key in ("optim", "data", "schedules") and isinstance(old, Mapping) and isinstance(value, Mapping):
+        elif key in ("optim", "data", "init", "schedules") and isinstance(old, Mapping) and isinstance(value, Mapping):
             combined = {**old, **value}
             if key == "schedules":
                 combined = {name: schedule for name, schedule in combined.items() if schedule is not None}
@@ -507,7 +553,7 @@ def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
 def apply_overrides(recipe: Recipe, overrides: Sequence[str]) -> Recipe:
     """``["optim.lr=1e-3", "epochs=20"]``: set dotted keys of the recipe (values read as YAML), then validate the
     whole recipe again, so an unknown key or a wrong type is the same clear error as in a recipe file."""
-    data = recipe.to_dict()
+    data = {**recipe.to_dict(), "init": options_to_dict(recipe.init)}  # `init` is settable in every recipe
     for override in overrides:
         key, sep, text = override.partition("=")
         if not sep or not key.strip():

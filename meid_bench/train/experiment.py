@@ -18,6 +18,7 @@ from meid_bench.models.losses import MultiLabelLoss
 from meid_bench.registry import SplitStats
 from meid_bench.train.batches import EvalStream, TrainStream
 from meid_bench.train.config import Recipe, SamplerConfig
+from meid_bench.train.stage import StartingPoint, start_from
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,14 @@ class _StreamBuilder:
         return EvalStream(data, place.eval_batch_size, place.device, on_device, place.workers)
 
 
-def build_experiment(recipe: Recipe, split: Split, store: FeatureStore, place: RunPlace) -> Experiment:
+def build_experiment(recipe: Recipe, split: Split, store: FeatureStore, place: RunPlace,
+                     start: StartingPoint | None = None) -> Experiment:
     """The experiment of a resolved ``recipe`` on ``split``'s frames in ``store``. Torch's generator must be seeded
-    first: the model's initial weights are drawn here."""
+    first: the model's initial weights are drawn here. ``start``: a second stage's first-stage weights (the recipe's
+    ``init``); only the parameters it trains go to the optimiser."""
     model = recipe.model.create(store.dim, split.num_classes, class_groups=split.classes["group"].to_numpy())
+    if start is not None:
+        start_from(model, recipe.init, start.state)
     # Per-frame labels travel with training batches when the model routes by labels and the store has them.
     frame_labels = model.needs_labels and store.has_frame_labels
     resident = use_resident(place.resident, resident_nbytes(store, split, frame_labels), place.device,
@@ -108,6 +113,7 @@ def build_experiment(recipe: Recipe, split: Split, store: FeatureStore, place: R
     train_eval = build.eval_stream("train") if getattr(mix, "uses_class_ap", False) else None
     optim = recipe.optim
     optimizer_class = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
-    optimizer = optimizer_class(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    learning = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = optimizer_class(learning, lr=optim.lr, weight_decay=optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(optim.milestones), optim.gamma)
     return Experiment(model, criterion, mix, optimizer, scheduler, streams, val, test, train_eval, resident)

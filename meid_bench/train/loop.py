@@ -42,6 +42,7 @@ from meid_bench.train.batches import EvalStream
 from meid_bench.train.checkpoint import check_restorable, check_state_dict, load_checkpoint, save_checkpoint
 from meid_bench.train.config import Recipe
 from meid_bench.train.experiment import RunPlace, build_experiment
+from meid_bench.train.stage import read_starting_point
 from meid_bench.train.distributed import DistributedContext, init_distributed
 from meid_bench.train.environment import command_line, device_record, software_versions
 from meid_bench.train.guard import LossWatch, check_batches_fit, check_features, out_of_memory_as_error
@@ -128,12 +129,16 @@ class Trainer:
         self._check_run_dir()
         check_batches_fit(recipe, self.store.dim, options.eval_batch_size, self.device)
         self.store_audit = check_features(self.store)  # its sha256 goes into run.json
+        # A second stage reads its first stage's run (checked against this split, store and model) before the seed:
+        # rebuilding that model draws from torch's generator.
+        self.start = (read_starting_point(recipe, self.run_dir, self.split, self.features_sha256, options.seed)
+                      if recipe.second_stage else None)
         torch.manual_seed(options.seed + self.dist.rank)
 
         split = self.split
         place = RunPlace(self.device, options.seed, self.dist.rank, self.dist.world, options.workers,
                          options.eval_batch_size, options.resident, options.memory_share)
-        experiment = build_experiment(recipe, split, self.store, place)
+        experiment = build_experiment(recipe, split, self.store, place, self.start)
         self.model, self.criterion, self.mix = experiment.model, experiment.criterion, experiment.mix
         self.optimizer, self.scheduler = experiment.optimizer, experiment.scheduler
         self.streams, self.val, self.test = experiment.streams, experiment.val, experiment.test
@@ -415,6 +420,7 @@ class Trainer:
             "recipe": self.recipe.to_dict(), "world_size": self.dist.world,
             "meid_bench_version": __version__, "torch": torch.__version__,
             "software": software_versions(), "device": device_record(self.device),
+            **({"init": self.start.record} if self.start is not None else {}),
         }, command_line(), resumed=self.resume)
 
 

@@ -2,7 +2,8 @@
 
 Small models on proxy features leave a GPU mostly idle, so running a few training processes side by side is the
 cheap way to get every method with several seeds. Each run is an ordinary run folder; a run whose metrics.json
-exists is skipped, so a sweep that was cut short is finished by running it again. On a machine with several GPUs
+exists is skipped, so a sweep that was cut short is finished by running it again. Second stages (a recipe with
+``init``, e.g. ``crt``) start after every other run of the sweep. On a machine with several GPUs
 the processes are spread over them: each starts on the GPU that has the fewest of the sweep's runs at that moment.
 """
 
@@ -38,6 +39,7 @@ class SweepRun:
     recipe: str
     seed: int
     out: Path
+    first_stage: Path | None = None  # a second stage's (recipe ``init``): the run folder it starts from
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -77,10 +79,12 @@ def plan_sweep(split_dir: Path, recipes: Sequence[str], seeds: Sequence[int], ru
     FeatureStore(store).check_split(split)  # a store of another split would fail every run
     runs, seen = [], {}
     for name in names:
-        resolve_run_recipe(name, split, overrides, epochs)  # what `train` would refuse, refused now
+        recipe = resolve_run_recipe(name, split, overrides, epochs)  # what `train` would refuse, refused now
         for seed in seeds:
             check_run_numbers(seed, workers=1)
-            run = SweepRun(name, seed, Path(runs_root) / f"{split.name}-{Path(name).stem}-seed{seed}")
+            out = Path(runs_root) / f"{split.name}-{Path(name).stem}-seed{seed}"
+            first = recipe.init.source_for(out, split.name, seed) if recipe.second_stage else None
+            run = SweepRun(name, seed, out, first)
             if run.out in seen:
                 first = seen[run.out]
                 raise MeidBenchError(f"{run.out}: the sweep would train both {first.recipe} seed {first.seed} and "
@@ -91,6 +95,12 @@ def plan_sweep(split_dir: Path, recipes: Sequence[str], seeds: Sequence[int], ru
                           [split_input(split.path)], force=True)
             refuse_if_locked(run.out, "run the sweep")
             runs.append(run)
+    planned = {run.out for run in runs if run.first_stage is None}
+    for run in runs:
+        if run.first_stage is not None and run.first_stage not in planned and \
+                not (run.first_stage / "metrics.json").is_file():
+            raise MeidBenchError(f"{run.out}: {run.recipe} is a second stage starting from {run.first_stage}, which "
+                                 "is neither finished nor in this sweep; add its recipe to --recipes or train it first")
     return runs
 
 
@@ -169,11 +179,14 @@ def run_sweep(split_dir: Path, runs: Sequence[SweepRun], jobs: int, train_args: 
             pool_of_devices.release(device)
         return run, code, time.perf_counter() - started, device
 
+    # Second stages start once every first stage has finished: each needs its first stage's best checkpoint.
     failed = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for run, code, seconds, device in pool.map(launch, pending):
-            status = "done" if code == 0 else f"FAILED (exit {code}, see {run.out}.log)"
-            logger.info(f"{run.out.name}: {status} in {seconds:.0f}s on {device}")
-            if code != 0:
-                failed.append(run)
+    for phase in ([run for run in pending if run.first_stage is None],
+                  [run for run in pending if run.first_stage is not None]):
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for run, code, seconds, device in pool.map(launch, phase):
+                status = "done" if code == 0 else f"FAILED (exit {code}, see {run.out}.log)"
+                logger.info(f"{run.out.name}: {status} in {seconds:.0f}s on {device}")
+                if code != 0:
+                    failed.append(run)
     return failed
