@@ -77,9 +77,9 @@ def test_same_seed_same_result_and_best_chosen_on_validation(tiny_split, tmp_pat
     assert json.loads((a / "metrics.json").read_text())["best_epoch"] == log[best]["epoch"]
 
 
-@pytest.mark.determinism
-def test_resume_reproduces_an_uninterrupted_run(tiny_split, tmp_path, monkeypatch):
-    straight = train(tiny_options(tiny_split, tmp_path / "straight", "meid", epochs=3), echo=lambda _: None)
+def straight_and_resumed(tiny_split: Path, tmp_path: Path, monkeypatch, recipe: str) -> tuple[Path, Path]:
+    """A 3-epoch run straight through, and the same run stopped after its second epoch and resumed."""
+    straight = train(tiny_options(tiny_split, tmp_path / "straight", recipe, epochs=3), echo=lambda _: None)
     original = Trainer._end_of_epoch
 
     def crash_after_second_epoch(self, epoch, record):
@@ -89,10 +89,16 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_split, tmp_path, monkeypatc
 
     monkeypatch.setattr(Trainer, "_end_of_epoch", crash_after_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_options(tiny_split, tmp_path / "resumed", "meid", epochs=3), echo=lambda _: None)
+        train(tiny_options(tiny_split, tmp_path / "resumed", recipe, epochs=3), echo=lambda _: None)
     monkeypatch.setattr(Trainer, "_end_of_epoch", original)
-    resumed = train(tiny_options(tiny_split, tmp_path / "resumed", "meid", epochs=3, resume=True),
+    resumed = train(tiny_options(tiny_split, tmp_path / "resumed", recipe, epochs=3, resume=True),
                     echo=lambda _: None)
+    return straight, resumed
+
+
+@pytest.mark.determinism
+def test_resume_reproduces_an_uninterrupted_run(tiny_split, tmp_path, monkeypatch):
+    straight, resumed = straight_and_resumed(tiny_split, tmp_path, monkeypatch, "meid")
     assert (resumed / "metrics.json").read_text() == (straight / "metrics.json").read_text()
     weights = [torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"] for run in (straight, resumed)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -335,17 +341,5 @@ def test_a_second_stage_refuses_a_missing_or_different_first_stage(tiny_split, t
 @pytest.mark.determinism
 def test_a_resumed_second_stage_reproduces_an_uninterrupted_one(tiny_split, tmp_path, monkeypatch):
     train(tiny_options(tiny_split, tmp_path / "charadeslt-late_avg-seed0", epochs=2), echo=lambda _: None)
-    straight = train(tiny_options(tiny_split, tmp_path / "straight", "crt", epochs=3), echo=lambda _: None)
-    original = Trainer._end_of_epoch
-
-    def crash_after_second_epoch(self, epoch, record):
-        original(self, epoch, record)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_end_of_epoch", crash_after_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_options(tiny_split, tmp_path / "resumed", "crt", epochs=3), echo=lambda _: None)
-    monkeypatch.setattr(Trainer, "_end_of_epoch", original)
-    resumed = train(tiny_options(tiny_split, tmp_path / "resumed", "crt", epochs=3, resume=True), echo=lambda _: None)
+    straight, resumed = straight_and_resumed(tiny_split, tmp_path, monkeypatch, "crt")
     assert (resumed / "metrics.json").read_text() == (straight / "metrics.json").read_text()
